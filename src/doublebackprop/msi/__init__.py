@@ -1,0 +1,2 @@
+"""Mass-spectrometry imaging: imzML data, preprocessing, a multi-lab simulator and the
+tumour-typing experiment (IsotopeNet, Deep Relevance Regularization)."""
