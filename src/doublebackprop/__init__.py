@@ -1,0 +1,52 @@
+"""doublebackprop: fast, exact double backpropagation for PyTorch models.
+
+Losses that contain derivatives with respect to the *input* — gradient-norm penalties,
+Jacobian penalties, relevance (gradient × input) regularisation — computed exactly and close to
+the analytic cost floor, plus the saliency/robustness toolkit and the MALDI imaging tumour-typing
+pipeline built on them.
+
+>>> import doublebackprop as dbp
+>>> fast = dbp.adjoint(model)                                  # doctest: +SKIP
+>>> res = dbp.objective(fast, x, y, penalty=dbp.RelevancePenalty(l1=1e-3, l2=1e-3))  # doctest: +SKIP
+>>> res.total.backward()                                       # doctest: +SKIP
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .adjoint import adjoint
+from .engines import Adjoint, Autograd, Engine, FiniteDifference
+from .layers import LocallyConnected1d
+from .objective import PenaltyResult, input_gradient, objective
+from .penalties import (
+    GradientFunctionPenalty,
+    InputGradientPenalty,
+    JacobianPenalty,
+    Penalty,
+    RelevancePenalty,
+)
+from .sweeps import SweepCount, Sweeps
+
+try:
+    __version__ = version("doublebackprop")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "Adjoint",
+    "Autograd",
+    "Engine",
+    "FiniteDifference",
+    "GradientFunctionPenalty",
+    "InputGradientPenalty",
+    "JacobianPenalty",
+    "LocallyConnected1d",
+    "Penalty",
+    "PenaltyResult",
+    "RelevancePenalty",
+    "SweepCount",
+    "Sweeps",
+    "__version__",
+    "adjoint",
+    "input_gradient",
+    "objective",
+]

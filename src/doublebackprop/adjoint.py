@@ -1,0 +1,400 @@
+"""``adjoint(model)``: the same model with backward passes built from ``K^T`` and ``K^□``.
+
+Each supported leaf module is swapped for a subclass of its own type (so ``isinstance``,
+``state_dict`` keys and parameters are unchanged and *shared* with the original) whose forward
+gives bit-identical outputs but whose backward is written with ordinary differentiable ops:
+
+* convolutions: ``K^T`` is a transposed convolution and ``K^□`` the weight-gradient convolution,
+  so differentiating the backward never reaches a (slow, on cuDNN) double-backward kernel, and the
+  weight gradient is skipped when the autograd engine will not use it (an input-gradient pass);
+* ReLU / leaky ReLU / max-pooling: the backward multiplies by a *constant* mask (or gathers with
+  constant indices), so ``φ'' = 0`` is explicit and a penalty on a logit saliency needs no second
+  backward sweep through the primal graph (the thesis' "B2 vanishes");
+* average pooling: the adjoint is applied without referencing the primal input;
+* BatchNorm: forward by ``F.batch_norm``; backward written out so that train-mode batch statistics
+  get their exact second-order terms and eval-mode BN is a constant affine map.
+
+Autograd still owns the graph, so residual connections and arbitrary forward code work. Modules
+without a rule keep stock autograd; one warning names them.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import LocallyConnected1d, pad_last_dims
+from .operators import conv_operator, conv_padding
+
+__all__ = ["adjoint", "is_adjoint", "AdjointModule"]
+
+Tensor = torch.Tensor
+
+
+def _engine_needs(node: object) -> bool:
+    """Whether the running backward pass will use the gradient flowing into ``node``."""
+    if node is None:
+        return False
+    try:
+        return bool(torch._C._will_engine_execute_node(node))
+    except (RuntimeError, AttributeError):  # leaf inside autograd.grad(), or an older torch
+        return True
+
+
+class AdjointModule:
+    """Marker base of converted modules."""
+
+
+# ----------------------------------------------------------------------------- convolutions
+class _ConvFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, op):  # type: ignore[override]
+        ctx.save_for_backward(x, weight)
+        ctx.op = op
+        ctx.has_bias = bias is not None
+        return op.apply(weight, x) if bias is None else _add_channel_bias(op.apply(weight, x), bias)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        op = ctx.op
+        nodes = [n for n, _ in ctx.next_functions]
+        gx = op.input_adjoint(weight, grad, x.shape) if _engine_needs(nodes[0]) else None
+        gw = op.param_adjoint(grad, x, weight.shape) if _engine_needs(nodes[1]) else None
+        gb = None
+        if ctx.has_bias and _engine_needs(nodes[2]):
+            gb = grad.sum(dim=[0, *range(2, grad.dim())])
+        return gx, gw, gb, None
+
+
+def _add_channel_bias(z: Tensor, bias: Tensor) -> Tensor:
+    return z + bias.view(1, -1, *([1] * (z.dim() - 2)))
+
+
+class _AdjointConvMixin(AdjointModule):
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        nd = len(self.kernel_size)
+        pre, sym = conv_padding(self.padding, self.kernel_size, self.dilation)
+        op = conv_operator(nd, self.stride, sym, self.dilation, self.groups)
+        x = pad_last_dims(x, pre)
+        # A view makes the weight a non-leaf input, so the engine can tell whether it needs it.
+        w = self.weight.view_as(self.weight)
+        return _ConvFn.apply(x, w, self.bias, op)
+
+
+class AdjointConv1d(_AdjointConvMixin, nn.Conv1d):
+    pass
+
+
+class AdjointConv2d(_AdjointConvMixin, nn.Conv2d):
+    pass
+
+
+# ---------------------------------------------------------------------- locally linear maps
+class AdjointReLU(AdjointModule, nn.ReLU):
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        # where's backward is ``where(mask, g, 0)``: the mask is a constant, φ'' = 0 explicit.
+        return torch.where(x > 0, x, 0.0)
+
+
+class AdjointLeakyReLU(AdjointModule, nn.LeakyReLU):
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        return x * torch.where(x > 0, 1.0, self.negative_slope).to(x.dtype)
+
+
+class _AdjointMaxPoolMixin(AdjointModule):
+    _pool = staticmethod(F.max_pool1d)
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        with torch.no_grad():
+            out, idx = self._pool(
+                x,
+                self.kernel_size,
+                self.stride,
+                self.padding,
+                self.dilation,
+                ceil_mode=self.ceil_mode,
+                return_indices=True,
+            )
+        # Gather with constant indices: linear in x, backward independent of x.
+        flat = x.flatten(2).gather(2, idx.flatten(2))
+        if self.return_indices:
+            return flat.view_as(out), idx
+        return flat.view_as(out)
+
+
+class AdjointMaxPool1d(_AdjointMaxPoolMixin, nn.MaxPool1d):
+    _pool = staticmethod(F.max_pool1d)
+
+
+class AdjointMaxPool2d(_AdjointMaxPoolMixin, nn.MaxPool2d):
+    _pool = staticmethod(F.max_pool2d)
+
+
+class _LinearMapFn(torch.autograd.Function):
+    """A parameter-free linear map whose backward is its adjoint applied to the gradient only."""
+
+    @staticmethod
+    def forward(ctx, x, fn, adjoint):  # type: ignore[override]
+        ctx.shape, ctx.adjoint = x.shape, adjoint
+        return fn(x)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        return ctx.adjoint(grad, ctx.shape), None, None
+
+
+def _avg_pool_adjoint(pool, kwargs):
+    def adjoint(grad: Tensor, shape: torch.Size) -> Tensor:
+        # The pool's gradient w.r.t. a dummy input is K^T(grad); a dummy keeps it first-order.
+        probe = torch.zeros(shape, dtype=grad.dtype, device=grad.device, requires_grad=True)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(
+                pool(probe, **kwargs), probe, grad, create_graph=torch.is_grad_enabled()
+            )
+        return g
+
+    return adjoint
+
+
+class _AdjointAvgPoolMixin(AdjointModule):
+    def _pool_kwargs(self) -> dict:
+        kw = {
+            "kernel_size": self.kernel_size,
+            "stride": self.stride,
+            "padding": self.padding,
+            "ceil_mode": self.ceil_mode,
+            "count_include_pad": self.count_include_pad,
+        }
+        if isinstance(self, nn.AvgPool2d):
+            kw["divisor_override"] = self.divisor_override
+        return kw
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        pool = F.avg_pool1d if isinstance(self, nn.AvgPool1d) else F.avg_pool2d
+        kw = self._pool_kwargs()
+        return _LinearMapFn.apply(x, lambda t: pool(t, **kw), _avg_pool_adjoint(pool, kw))
+
+
+class AdjointAvgPool1d(_AdjointAvgPoolMixin, nn.AvgPool1d):
+    pass
+
+
+class AdjointAvgPool2d(_AdjointAvgPoolMixin, nn.AvgPool2d):
+    pass
+
+
+class _AdjointAdaptiveAvgMixin(AdjointModule):
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        nd = 1 if isinstance(self, nn.AdaptiveAvgPool1d) else 2
+        size = self.output_size
+        if size == 1 or size == (1,) * nd:  # global average: mean's backward is an expand
+            return x.mean(dim=tuple(range(2, 2 + nd)), keepdim=True)
+        pool = F.adaptive_avg_pool1d if nd == 1 else F.adaptive_avg_pool2d
+        kw = {"output_size": size}
+        return _LinearMapFn.apply(x, lambda t: pool(t, **kw), _avg_pool_adjoint(pool, kw))
+
+
+class AdjointAdaptiveAvgPool1d(_AdjointAdaptiveAvgMixin, nn.AdaptiveAvgPool1d):
+    pass
+
+
+class AdjointAdaptiveAvgPool2d(_AdjointAdaptiveAvgMixin, nn.AdaptiveAvgPool2d):
+    pass
+
+
+# -------------------------------------------------------------------------------- BatchNorm
+class _BatchNormFn(torch.autograd.Function):
+    """``F.batch_norm`` forward; backward written with differentiable ops.
+
+    Train mode (batch statistics): with ``x̂ = (x-μ)/σ``,
+    ``∂x = γ/σ · (g - mean(g) - x̂·mean(g·x̂))``, ``∂γ = Σ g·x̂``, ``∂β = Σ g``; ``μ, σ, x̂`` are
+    recomputed from ``x`` inside the backward so its second derivatives are exact.
+    Eval mode: a constant affine map, ``∂x = g·γ/√(var+ε)``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, batch_stats, momentum, eps):  # type: ignore[override]
+        out = F.batch_norm(
+            x, running_mean, running_var, weight, bias, batch_stats, momentum, eps
+        )
+        ctx.batch_stats, ctx.eps = batch_stats, eps
+        if batch_stats:
+            ctx.save_for_backward(x, weight)
+        else:
+            ctx.save_for_backward(x, weight, running_mean.clone(), running_var.clone())
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        eps = ctx.eps
+        dims = [0, *range(2, grad.dim())]
+        shape = [1, -1] + [1] * (grad.dim() - 2)
+        if ctx.batch_stats:
+            x, weight = ctx.saved_tensors
+            mean = x.mean(dims, keepdim=True)
+            var = x.var(dims, unbiased=False, keepdim=True)
+        else:
+            x, weight, rm, rv = ctx.saved_tensors
+            mean, var = rm.view(shape), rv.view(shape)
+        inv_std = torch.rsqrt(var + eps)
+        xhat = (x - mean) * inv_std
+        gamma = weight.view(shape) if weight is not None else None
+        nodes = [n for n, _ in ctx.next_functions]
+        gx = gw = gb = None
+        if _engine_needs(nodes[0]):
+            scale = inv_std if gamma is None else gamma * inv_std
+            if ctx.batch_stats:
+                g_mean = grad.mean(dims, keepdim=True)
+                gx_mean = (grad * xhat).mean(dims, keepdim=True)
+                gx = scale * (grad - g_mean - xhat * gx_mean)
+            else:
+                gx = grad * scale
+        if weight is not None and _engine_needs(nodes[1]):
+            gw = (grad * xhat).sum(dims)
+        if ctx.needs_input_grad[2] and _engine_needs(nodes[2]):
+            gb = grad.sum(dims)
+        return gx, gw, gb, None, None, None, None, None
+
+
+class _AdjointBatchNormMixin(AdjointModule):
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        self._check_input_dim(x)
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:
+                momentum = 1.0 / float(self.num_batches_tracked)
+        batch_stats = self.training or self.running_mean is None
+        weight = self.weight.view_as(self.weight) if self.weight is not None else None
+        bias = self.bias.view_as(self.bias) if self.bias is not None else None
+        return _BatchNormFn.apply(
+            x,
+            weight,
+            bias,
+            self.running_mean if not self.training or self.track_running_stats else None,
+            self.running_var if not self.training or self.track_running_stats else None,
+            batch_stats,
+            momentum,
+            self.eps,
+        )
+
+
+class AdjointBatchNorm1d(_AdjointBatchNormMixin, nn.BatchNorm1d):
+    pass
+
+
+class AdjointBatchNorm2d(_AdjointBatchNormMixin, nn.BatchNorm2d):
+    pass
+
+
+# ------------------------------------------------------------------------------- conversion
+_RULES: dict[type, type] = {
+    nn.Conv1d: AdjointConv1d,
+    nn.Conv2d: AdjointConv2d,
+    nn.ReLU: AdjointReLU,
+    nn.LeakyReLU: AdjointLeakyReLU,
+    nn.MaxPool1d: AdjointMaxPool1d,
+    nn.MaxPool2d: AdjointMaxPool2d,
+    nn.AvgPool1d: AdjointAvgPool1d,
+    nn.AvgPool2d: AdjointAvgPool2d,
+    nn.AdaptiveAvgPool1d: AdjointAdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d: AdjointAdaptiveAvgPool2d,
+    nn.BatchNorm1d: AdjointBatchNorm1d,
+    nn.BatchNorm2d: AdjointBatchNorm2d,
+}
+
+# Leaf modules whose stock backward is already first-order in the sense above (matmuls,
+# constant masks, views) or genuinely smooth (φ'' ≠ 0 must be differentiated anyway).
+_STOCK_OK: tuple[type, ...] = (
+    nn.Linear,
+    LocallyConnected1d,
+    nn.Identity,
+    nn.Flatten,
+    nn.Unflatten,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Softplus,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Softmax,
+    nn.LogSoftmax,
+)
+
+
+def _convert(module: nn.Module, unsupported: set[str]) -> nn.Module:
+    rule = _RULES.get(type(module))
+    if rule is not None and not (
+        type(module) in (nn.Conv1d, nn.Conv2d) and module.padding_mode != "zeros"
+    ):
+        new = copy.copy(module)  # shares _parameters/_buffers dicts: same tensors, same state
+        new.__class__ = rule
+        return new
+    children = dict(module._modules)
+    if not children:
+        if not isinstance(module, _STOCK_OK + (AdjointModule,)):
+            unsupported.add(type(module).__name__)
+        return module
+    new = copy.copy(module)
+    new._modules = {
+        name: (None if child is None else _convert(child, unsupported))
+        for name, child in children.items()
+    }
+    return new
+
+
+def adjoint(model: nn.Module) -> nn.Module:
+    """The model with adjoint-built backward passes, sharing parameters and buffers.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Any model; supported leaf modules (Conv1d/2d, ReLU, LeakyReLU, max/avg/adaptive-avg
+        pooling, BatchNorm1d/2d) are replaced, containers are shallow-copied, everything else is
+        kept (with one warning naming modules the library has no rule for).
+
+    Returns
+    -------
+    torch.nn.Module
+        Forward outputs are bit-identical to ``model``'s; parameters and buffers are the same
+        tensor objects, so training either trains both. The ``training`` flags are copied at
+        conversion time (call ``.train()``/``.eval()`` on the returned model afterwards).
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(24, 2))
+    >>> fast = adjoint(net)
+    >>> fast[0].weight is net[0].weight
+    True
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"adjoint: model must be a torch.nn.Module, got {type(model).__name__}")
+    if is_adjoint(model):
+        return model
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        raise TypeError(
+            "adjoint: convert the model before wrapping it in DistributedDataParallel, "
+            "e.g. DistributedDataParallel(doublebackprop.adjoint(model))"
+        )
+    unsupported: set[str] = set()
+    converted = _convert(model, unsupported)
+    if unsupported:
+        warnings.warn(
+            "doublebackprop.adjoint: no adjoint rule for "
+            + ", ".join(sorted(unsupported))
+            + "; these modules keep stock autograd (correct, possibly slower)",
+            stacklevel=2,
+        )
+    return converted
+
+
+def is_adjoint(model: nn.Module) -> bool:
+    """True if ``model`` (or the module a DDP wrapper holds) contains converted modules."""
+    return any(isinstance(m, AdjointModule) for m in model.modules())
