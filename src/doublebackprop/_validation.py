@@ -32,7 +32,9 @@ def check_inputs(x: object, where: str) -> Tensor:
 
 def check_labels(y: object, n: int, where: str, name: str = "y") -> Tensor:
     if not isinstance(y, torch.Tensor):
-        raise TypeError(f"{where}: {name} must be a torch.Tensor of class indices, got {type(y).__name__}")
+        raise TypeError(
+            f"{where}: {name} must be a torch.Tensor of class indices, got {type(y).__name__}"
+        )
     if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
         raise TypeError(f"{where}: {name} must hold integer class indices, got dtype {y.dtype}")
     if y.shape != (n,):
@@ -63,7 +65,9 @@ def check_sample_weight(w: object, n: int, like: Tensor, where: str) -> Tensor |
     if w is None:
         return None
     if not isinstance(w, torch.Tensor):
-        raise TypeError(f"{where}: sample_weight must be a torch.Tensor or None, got {type(w).__name__}")
+        raise TypeError(
+            f"{where}: sample_weight must be a torch.Tensor or None, got {type(w).__name__}"
+        )
     if w.shape != (n,):
         raise ValueError(f"{where}: sample_weight must have shape ({n},), got {tuple(w.shape)}")
     if not torch.isfinite(w).all() or (w < 0).any():

@@ -29,26 +29,37 @@ __all__ = ["Engine", "Autograd", "Adjoint", "FiniteDifference", "vjp_rows"]
 Tensor = torch.Tensor
 
 
-def vjp_rows(logits: Tensor, x: Tensor, seeds: Tensor, *, create_graph: bool) -> Tensor:
+def vjp_rows(
+    logits: Tensor, x: Tensor, seeds: Tensor, *, create_graph: bool, batched: bool = True
+) -> Tensor:
     """Input gradients ``J^T c_r`` for every row ``r`` of ``seeds`` ``(R, N, m)`` → ``(R, N, *x)``.
 
-    Several rows go through one batched backward (``is_grads_batched``) where autograd allows it,
-    else through a loop of backward calls.
+    Several rows go through one batched backward (``is_grads_batched``) where autograd allows it
+    (and ``batched``), else through a loop of backward calls.
     """
     if seeds.shape[0] == 1:
-        (g,) = torch.autograd.grad(logits, x, seeds[0], create_graph=create_graph, retain_graph=True)
-        return g.unsqueeze(0)
-    try:
         (g,) = torch.autograd.grad(
-            logits, x, seeds, create_graph=create_graph, retain_graph=True, is_grads_batched=True
+            logits, x, seeds[0], create_graph=create_graph, retain_graph=True
         )
-        return g
-    except RuntimeError:  # an op without a batching rule: fall back to one backward per row
-        rows = [
-            torch.autograd.grad(logits, x, seeds[r], create_graph=create_graph, retain_graph=True)[0]
-            for r in range(seeds.shape[0])
-        ]
-        return torch.stack(rows)
+        return g.unsqueeze(0)
+    if batched:
+        try:
+            (g,) = torch.autograd.grad(
+                logits,
+                x,
+                seeds,
+                create_graph=create_graph,
+                retain_graph=True,
+                is_grads_batched=True,
+            )
+            return g
+        except RuntimeError:  # an op without a batching rule: one backward per row
+            pass
+    rows = [
+        torch.autograd.grad(logits, x, seeds[r], create_graph=create_graph, retain_graph=True)[0]
+        for r in range(seeds.shape[0])
+    ]
+    return torch.stack(rows)
 
 
 def _weighted_mean(values: Tensor, weight: Tensor | None) -> Tensor:
@@ -82,16 +93,25 @@ def forward_logits(model: nn.Module, x: Tensor, y: Tensor | None, where: str) ->
 
 
 class Autograd(Engine):
-    """Stock double backprop: ``autograd.grad(..., create_graph=True)`` then one backward."""
+    """Stock double backprop: ``autograd.grad(..., create_graph=True)`` then one backward.
+
+    Parameters
+    ----------
+    batched_rows : bool, default True
+        Several rows (Jacobian penalties) in one vmapped backward rather than a loop.
+    """
 
     name = "autograd"
+
+    def __init__(self, *, batched_rows: bool = True) -> None:
+        self.batched_rows = bool(batched_rows)
 
     def penalty_term(self, model, x, y, penalty, weight):
         model = self.prepare(model)
         leaf = x.detach().requires_grad_(True)
         logits = forward_logits(model, leaf, y, "objective")
         seeds = penalty.seeds(logits, y)
-        grads = vjp_rows(logits, leaf, seeds, create_graph=True)
+        grads = vjp_rows(logits, leaf, seeds, create_graph=True, batched=self.batched_rows)
         check_finite_gradient(grads, "objective")
         return logits, _weighted_mean(penalty.per_sample(grads, x.detach()), weight)
 

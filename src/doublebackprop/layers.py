@@ -63,7 +63,9 @@ class LocallyConnected1d(nn.Module):
             ("padding", padding, 0),
         ):
             if not isinstance(value, int) or value < low:
-                raise ValueError(f"LocallyConnected1d: {name} must be an int >= {low}, got {value!r}")
+                raise ValueError(
+                    f"LocallyConnected1d: {name} must be an int >= {low}, got {value!r}"
+                )
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.input_length = input_length

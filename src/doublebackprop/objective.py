@@ -182,7 +182,9 @@ def _target_classes(target: Tensor | int | str | None, logits: Tensor, where: st
     if target is None or (isinstance(target, str) and target == "predicted"):
         return logits.detach().argmax(1)
     if isinstance(target, str):
-        raise ValueError(f"{where}: target must be class indices, an int or 'predicted', got {target!r}")
+        raise ValueError(
+            f"{where}: target must be class indices, an int or 'predicted', got {target!r}"
+        )
     if isinstance(target, int):
         target = torch.full((n,), target, dtype=torch.long, device=logits.device)
     classes = check_labels(target, n, where, name="target").to(logits.device)

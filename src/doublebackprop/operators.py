@@ -308,9 +308,7 @@ def _gelu() -> Activation:
     def cdf(z: Tensor) -> Tensor:
         return 0.5 * (1 + torch.erf(z / math.sqrt(2.0)))
 
-    return Activation(
-        "GELU", F.gelu, lambda z: cdf(z) + z * pdf(z), lambda z: pdf(z) * (2 - z * z)
-    )
+    return Activation("GELU", F.gelu, lambda z: cdf(z) + z * pdf(z), lambda z: pdf(z) * (2 - z * z))
 
 
 def activation(module: nn.Module) -> Activation | None:

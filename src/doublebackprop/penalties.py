@@ -106,7 +106,9 @@ class InputGradientPenalty(Penalty):
     ) -> None:
         _check_nonneg("InputGradientPenalty", weight=weight, power=power)
         if target not in _TARGETS:
-            raise ValueError(f"InputGradientPenalty: target must be one of {_TARGETS}, got {target!r}")
+            raise ValueError(
+                f"InputGradientPenalty: target must be one of {_TARGETS}, got {target!r}"
+            )
         if not (p == math.inf or (isinstance(p, (int, float)) and p >= 1)):
             raise ValueError(f"InputGradientPenalty: p must be >= 1 or math.inf, got {p!r}")
         if reduction not in ("per_sample", "batch_mean"):
@@ -186,7 +188,9 @@ class JacobianPenalty(Penalty):
     ) -> None:
         _check_nonneg("JacobianPenalty", weight=weight)
         if projections is not None and (not isinstance(projections, int) or projections < 1):
-            raise ValueError(f"JacobianPenalty: projections must be an int >= 1 or None, got {projections!r}")
+            raise ValueError(
+                f"JacobianPenalty: projections must be an int >= 1 or None, got {projections!r}"
+            )
         self.weight, self.projections, self.generator = float(weight), projections, generator
 
     def seeds(self, logits: Tensor, y: Tensor) -> Tensor:
@@ -223,9 +227,13 @@ class GradientFunctionPenalty(Penalty):
 
     def __init__(self, fn: Callable[[Tensor, Tensor], Tensor], *, target: Target = "loss") -> None:
         if not callable(fn):
-            raise TypeError(f"GradientFunctionPenalty: fn must be callable, got {type(fn).__name__}")
+            raise TypeError(
+                f"GradientFunctionPenalty: fn must be callable, got {type(fn).__name__}"
+            )
         if target not in _TARGETS:
-            raise ValueError(f"GradientFunctionPenalty: target must be one of {_TARGETS}, got {target!r}")
+            raise ValueError(
+                f"GradientFunctionPenalty: target must be one of {_TARGETS}, got {target!r}"
+            )
         self.fn, self.target = fn, target
         self.linear_in_logits = target != "loss"
 

@@ -37,7 +37,6 @@ from .operators import (
     conv_padding,
     linear_map,
 )
-from .penalties import Penalty
 
 __all__ = ["Sweeps", "SweepCount", "sequential_layers"]
 
@@ -170,8 +169,9 @@ class Sweeps(Engine):
         (v0,) = torch.autograd.grad(value, probe)
 
         param_grads: dict[nn.Parameter, Tensor] = {}
-        zetas, e_bar_top = self._forward2(nodes, v0.reshape(rows * n, *x.shape[1:]), rows,
-                                          delta_out, e_out, param_grads, ops)
+        zetas, e_bar_top = self._forward2(
+            nodes, v0.reshape(rows * n, *x.shape[1:]), rows, delta_out, e_out, param_grads, ops
+        )
         sweeps = ["B1", "F2"]
         if not penalty.linear_in_logits:
             ebar = e_bar_top.reshape(rows, n, -1)[0]
@@ -211,8 +211,15 @@ class Sweeps(Engine):
                 m = node.module
                 pool = F.max_pool1d if isinstance(m, nn.MaxPool1d) else F.max_pool2d
                 with torch.no_grad():
-                    out, idx = pool(h, m.kernel_size, m.stride, m.padding, m.dilation,
-                                    ceil_mode=m.ceil_mode, return_indices=True)
+                    out, idx = pool(
+                        h,
+                        m.kernel_size,
+                        m.stride,
+                        m.padding,
+                        m.dilation,
+                        ceil_mode=m.ceil_mode,
+                        return_indices=True,
+                    )
                 node.idx = idx
                 h = h.flatten(2).gather(2, idx.flatten(2)).view_as(out)
             else:
@@ -231,8 +238,10 @@ class Sweeps(Engine):
             if node.kind == "bilinear":
                 e_out[j] = delta
                 xin_shape = (delta.shape[0], *node.x_in.shape[1:])
-                delta = _crop(node.op.input_adjoint(node.module.weight.detach(), delta, xin_shape),
-                              node.pre_pad)
+                delta = _crop(
+                    node.op.input_adjoint(node.module.weight.detach(), delta, xin_shape),
+                    node.pre_pad,
+                )
                 ops["B1", "KT"] += rows
             elif node.kind == "act":
                 delta_out[j] = delta
@@ -259,8 +268,11 @@ class Sweeps(Engine):
                     zetas[j] = node.op.ddphi(z) * delta_out[j] * v
                 v = node.op.dphi(z) * v
             elif node.kind == "maxpool":
-                v = v.flatten(2).gather(2, _rep(node.idx, rows).flatten(2)).view(
-                    v.shape[0], *node.idx.shape[1:])
+                v = (
+                    v.flatten(2)
+                    .gather(2, _rep(node.idx, rows).flatten(2))
+                    .view(v.shape[0], *node.idx.shape[1:])
+                )
             else:
                 v = node.op.apply(v)
         return zetas, v

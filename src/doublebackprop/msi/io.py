@@ -226,6 +226,33 @@ class ImzMLReader:
                 out[k] = np.frombuffer(self._mm, dtype=dt, count=length, offset=int(o))
         return self._check_values(out, start)
 
+    def read_rows(self, indices: np.ndarray | Sequence[int]) -> np.ndarray:
+        """Intensities of the spectra ``indices`` (any order) of a continuous file, (n, L)."""
+        if self.mode != "continuous":
+            raise ValueError(f"{self.path}: read_rows needs a continuous file (use spectrum())")
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.n_spectra):
+            raise IndexError(f"{self.path}: spectrum index out of range 0..{self.n_spectra - 1}")
+        length, dt = int(self._mz_len[0]) if self.n_spectra else 0, self.intensity_dtype
+        steps = np.diff(self._int_off)
+        if self.n_spectra and (self.n_spectra == 1 or (np.all(steps == steps[0]) and steps[0] > 0)):
+            step = int(steps[0]) if self.n_spectra > 1 else length * dt.itemsize
+            full = np.ndarray((self.n_spectra, length), dtype=dt, buffer=self._mm,
+                              offset=int(self._int_off[0]), strides=(step, dt.itemsize))
+            out = full[idx]
+        else:
+            out = np.empty((idx.size, length), dtype=dt)
+            for k, i in enumerate(idx.tolist()):
+                out[k] = np.frombuffer(self._mm, dtype=dt, count=length, offset=int(self._int_off[i]))
+        if idx.size:
+            bad = ~np.isfinite(out) | (out < 0)
+            if bad.any():
+                r = int(np.flatnonzero(bad.any(axis=1))[0])
+                if not self.repair:
+                    return self._check_values(out[r:r + 1], int(idx[r]))  # raises, naming it
+                out = self._check_values(out, 0)
+        return out
+
     def iter_blocks(self, block_size: int = 2048) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(start, block)`` for consecutive blocks of a continuous file."""
         for s in range(0, self.n_spectra, block_size):

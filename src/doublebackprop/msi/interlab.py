@@ -1,0 +1,407 @@
+"""The inter-lab tumour-typing protocol of the DRR paper (DESIGN §5).
+
+Train on lab A and test on lab B, and the reverse. Patients are split into ``n_splits`` folds
+(grouped by patient, stratified by class × lab); for outer fold ``k`` the model trains on the
+source lab's spots outside fold ``k`` and is tested on the *target* lab's spots of fold ``k``, so
+test spots are unseen in both lab and patient. Hyper-parameters (λ of DRR, the number of bins of
+the linear baseline) are chosen per outer fold by balanced accuracy on validation folds
+``k+1, …`` (training then leaves those folds out too). Where validation spots come from is
+explicit and recorded: ``"target"`` (the paper's choice: target-lab spots of held-out patients —
+it peeks at the target lab) or ``"source"`` (strict: source-lab spots only). An intra-lab run
+(train and test in one lab, patient-disjoint) gives the contrast a confounded model shows.
+
+The work is a list of independent training jobs (:mod:`._jobs`); with ``workers > 1`` they run
+in separate processes with one thread each, which on a small CPU beats one process with
+several threads for networks of this size.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+
+from ._jobs import Job, JobResult, JobRunner, ModelSpec
+from .interpret import RelevanceSummary, biomarker_mask
+from .metrics import score_predictions
+from .training import TrainConfig
+
+__all__ = [
+    "ModelSpec",
+    "ProtocolConfig",
+    "ExperimentResult",
+    "run_interlab",
+    "validate_cohort",
+    "PAPER_LAMBDAS",
+]
+
+logger = logging.getLogger(__name__)
+PAPER_LAMBDAS = tuple(float(10.0 ** -e) for e in np.arange(2.0, 5.01, 0.5))  # 1e-2 … 1e-5
+Validation = Literal["target", "source"]
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """Settings of the inter-lab experiment.
+
+    Parameters
+    ----------
+    n_splits : int, default 5
+        Patient-grouped folds.
+    validation : {"target", "source"}, default "target"
+        Where the validation spots for hyper-parameter choice come from (see module docstring).
+    inner_folds : int, default 1
+        Validation folds per outer fold (the paper's code used 3 of the 4). Scores are averaged.
+    refit : bool, default True
+        Retrain on all source folds but the test fold with the chosen hyper-parameter (the
+        paper). ``False`` tests the model trained for validation (needs ``inner_folds == 1``;
+        then every model, also those without a grid, trains on the same smaller set).
+    train : TrainConfig
+        Epochs, batch, lr, engine; ``l1``/``l2`` are set from each spec's λ.
+    seeds : tuple of int
+        Independent trainings per job; scores are the mean over seeds.
+    fold_seed : int
+    intralab : tuple of str
+        Spec keys (``"isotopenet"``, ``"isotopenet+drr"``, …) also run intra-lab.
+    n_bootstrap : int, default 1000
+    workers : int, default 1
+    """
+
+    n_splits: int = 5
+    validation: Validation = "target"
+    inner_folds: int = 1
+    refit: bool = True
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seeds: tuple[int, ...] = (0,)
+    fold_seed: int = 0
+    intralab: tuple[str, ...] = ()
+    n_bootstrap: int = 1000
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        if self.validation not in ("target", "source"):
+            raise ValueError(f"validation must be 'target' or 'source', got {self.validation!r}")
+        if not isinstance(self.n_splits, int) or self.n_splits < 3:
+            raise ValueError(f"n_splits must be an int >= 3 (test, validation, training), "
+                             f"got {self.n_splits!r}")
+        if not 1 <= self.inner_folds <= self.n_splits - 2:
+            raise ValueError(f"inner_folds must be in 1..{self.n_splits - 2}, got {self.inner_folds}")
+        if not self.refit and self.inner_folds != 1:
+            raise ValueError("refit=False needs inner_folds == 1")
+        if not self.seeds:
+            raise ValueError("seeds must not be empty")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """The predictions of one (model, protocol, direction) arm over all its test folds."""
+
+    spec: ModelSpec
+    protocol: str  # "interlab" | "intralab"
+    source: str
+    target: str
+    index: np.ndarray  # (n,) rows of the cohort
+    pred: np.ndarray  # (S, n) predicted class per seed
+    chosen: tuple  # chosen hyper-parameter per outer fold
+    relevance: RelevanceSummary | None
+    seconds: float
+
+    @property
+    def direction(self) -> str:
+        return f"{self.source}->{self.target}"
+
+
+@dataclass(frozen=True)
+class ExperimentResult:
+    """Records (one per model × direction, JSON-ready), arms with predictions, and context."""
+
+    records: tuple[dict, ...]
+    arms: tuple[Arm, ...]
+    classes: tuple[str, ...]
+    labs: tuple[str, str]
+    mz: np.ndarray
+    biomarkers: np.ndarray | None
+    config: ProtocolConfig
+
+
+def validate_cohort(
+    labels: np.ndarray, patients: np.ndarray, labs: np.ndarray, *, n_splits: int
+) -> tuple[str, str]:
+    """Check the cohort suits the protocol before any training; returns the two lab names.
+
+    Raises :class:`ValueError` naming what is missing: no lab or patient information, fewer or
+    more than two labs, a single class, a lab without spots of a class, too few patients.
+    """
+    labels, patients, labs = (np.asarray(a).astype(str) for a in (labels, patients, labs))
+    if len(labels) == 0:
+        raise ValueError("the cohort holds no spectra")
+    if np.any(np.char.str_len(patients) == 0):
+        raise ValueError("patient ids are missing (the annotations need a 'patient' column "
+                         "with a value on every row): the folds are grouped by patient")
+    if np.any(np.char.str_len(labs) == 0):
+        raise ValueError("lab names are missing (the annotations need a 'lab' column with a "
+                         "value on every row): the inter-lab protocol trains on one lab and "
+                         "tests on another")
+    classes = sorted(set(labels.tolist()))
+    if len(classes) < 2:
+        raise ValueError(f"a single class {classes} in the annotations: classification needs "
+                         f"at least two")
+    lab_names = sorted(set(labs.tolist()))
+    if len(lab_names) != 2:
+        raise ValueError(f"the inter-lab protocol needs exactly two labs, found {lab_names}")
+    for lab in lab_names:
+        for c in classes:
+            sel = (labs == lab) & (labels == c)
+            if not sel.any():
+                raise ValueError(f"lab {lab!r} has no spots of class {c!r}: it can neither "
+                                 f"train nor test that class")
+            n_pat = len(set(patients[sel].tolist()))
+            if n_pat < n_splits:
+                logger.warning("lab %r class %r has %d patients for %d folds; some folds lack it",
+                               lab, c, n_pat, n_splits)
+    n_pat = len(set(patients.tolist()))
+    if n_pat < n_splits:
+        raise ValueError(f"{n_pat} patients are too few for {n_splits} patient-grouped folds")
+    return lab_names[0], lab_names[1]
+
+
+def _folds(labels: np.ndarray, patients: np.ndarray, labs: np.ndarray, cfg: ProtocolConfig):
+    from .splits import assert_patient_disjoint, grouped_stratified_kfold
+
+    # a patient measured in both labs keeps one fold; stratify by class × (set of labs)
+    pl: dict[str, set[str]] = {}
+    for p, lab in zip(patients.tolist(), labs.tolist()):
+        pl.setdefault(p, set()).add(lab)
+    strata = np.asarray([f"{c}|{'+'.join(sorted(pl[p]))}" for c, p in zip(labels, patients)])
+    folds = grouped_stratified_kfold(strata, patients, n_splits=cfg.n_splits, seed=cfg.fold_seed)
+    assert_patient_disjoint(folds, patients)
+    return folds
+
+
+def _plan(specs: Sequence[ModelSpec], folds: np.ndarray, labs: np.ndarray,
+          lab_names: tuple[str, str], cfg: ProtocolConfig) -> list[tuple]:
+    """(spec, protocol, source, target, k, inner folds) for every arm and outer fold."""
+    pairs = [("interlab", lab_names[0], lab_names[1]), ("interlab", lab_names[1], lab_names[0])]
+    intra = [("intralab", lab, lab) for lab in lab_names]
+    out = []
+    for spec in specs:
+        for protocol, src, tgt in pairs + (intra if spec.key in cfg.intralab else []):
+            for k in range(cfg.n_splits):
+                inner = [(k + 1 + i) % cfg.n_splits for i in range(cfg.inner_folds)]
+                out.append((spec, protocol, src, tgt, k, inner))
+    return out
+
+
+def _select(spec: ModelSpec, results: list[JobResult]) -> object:
+    """Best grid value by mean validation balanced accuracy; ties → the earlier grid value."""
+    scores = {}
+    for h in spec.grid:
+        vals = [r.scores["val"] for r in results if r.job.hyper == h]
+        scores[h] = float(np.mean(vals)) if vals else -math.inf
+    return max(spec.grid, key=lambda h: (scores[h], -spec.grid.index(h)))
+
+
+def _final_jobs(plan, sel_res: list[JobResult], config: ProtocolConfig, folds: np.ndarray,
+                labs: np.ndarray):
+    """Chosen hyper-parameter per (arm, outer fold) and the refit jobs that use it."""
+    chosen: dict[tuple, object] = {}
+    for spec, protocol, src, tgt, k, _ in plan:
+        mine = [r for r in sel_res if r.job.spec == spec and r.job.tag[:4] == (protocol, src, tgt, k)]
+        chosen[(spec.key, protocol, src, tgt, k)] = _select(spec, mine) if mine else spec.grid[0]
+    fin_jobs: list[Job] = []
+    if not config.refit:
+        return chosen, fin_jobs
+    for spec, protocol, src, tgt, k, _ in plan:
+        h = chosen[(spec.key, protocol, src, tgt, k)]
+        for s in config.seeds:
+            fin_jobs.append(Job(spec=spec, hyper=h, seed=s,
+                                train=np.flatnonzero((labs == src) & (folds != k)),
+                                evals={"test": np.flatnonzero((labs == tgt) & (folds == k))},
+                                tag=(protocol, src, tgt, k, None), relevance=True))
+    return chosen, fin_jobs
+
+
+def run_interlab(
+    x: np.ndarray,
+    labels: np.ndarray,
+    patients: np.ndarray,
+    labs: np.ndarray,
+    specs: Sequence[ModelSpec],
+    *,
+    config: ProtocolConfig,
+    mz: np.ndarray | None = None,
+    classes: Sequence[str] | None = None,
+    biomarkers: np.ndarray | None = None,
+    biomarker_tolerance: float = 0.5,
+    progress: Callable[[float, float, str], None] | None = None,
+) -> ExperimentResult:
+    """Run the protocol for every spec; returns records and per-spot predictions.
+
+    Parameters
+    ----------
+    x : ndarray
+        Spectra ``(N, L)`` (TIC-normalised and cropped).
+    labels : ndarray
+        Class names ``(N,)``.
+    patients, labs : ndarray
+        ``(N,)`` patient ids and lab names (exactly two labs).
+    specs : sequence of ModelSpec
+    config : ProtocolConfig
+    mz : ndarray or None
+        ``(L,)`` m/z axis (for relevance on biomarkers and plots).
+    biomarkers : ndarray or None
+        True biomarker peak m/z (e.g. every isotope peak); with it each record gets
+        ``relevance_on_biomarkers`` (fraction of |r| mass within ``±biomarker_tolerance`` Da).
+    progress : callable or None
+        ``progress(done, total, description)`` with work counted in spectrum-epochs.
+
+    Returns
+    -------
+    ExperimentResult
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    labels, patients, labs = (np.asarray(a).astype(str) for a in (labels, patients, labs))
+    n = x.shape[0]
+    for name, arr in (("labels", labels), ("patients", patients), ("labs", labs)):
+        if arr.shape != (n,):
+            raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("x contains NaN or Inf")
+    lab_names = validate_cohort(labels, patients, labs, n_splits=config.n_splits)
+    cls = tuple(sorted(set(labels.tolist()))) if classes is None else tuple(classes)
+    y = np.searchsorted(np.asarray(cls), labels).astype(np.int64)
+    mzv = np.arange(x.shape[1], dtype=np.float64) if mz is None else np.asarray(mz, np.float64)
+    if not specs:
+        raise ValueError("specs must name at least one model")
+    mask = None if biomarkers is None else biomarker_mask(mzv, biomarkers, biomarker_tolerance)
+    folds = _folds(labels, patients, labs, config)
+    plan = _plan(specs, folds, labs, lab_names, config)
+
+    def where(lab: str, fold_sel: np.ndarray) -> np.ndarray:
+        return np.flatnonzero((labs == lab) & fold_sel)
+
+    # phase 1: validation jobs (grid specs, or all specs when refit=False)
+    sel_jobs: list[Job] = []
+    for spec, protocol, src, tgt, k, inner in plan:
+        if config.refit and len(spec.grid) == 1:
+            continue
+        val_lab = tgt if config.validation == "target" else src
+        for v in inner:
+            train = where(src, (folds != k) & (folds != v))
+            evals = {"val": where(val_lab, folds == v)}
+            if not config.refit:
+                evals["test"] = where(tgt, folds == k)
+            for h in spec.grid:
+                for s in config.seeds:
+                    sel_jobs.append(Job(spec=spec, hyper=h, seed=s, train=train, evals=evals,
+                                        tag=(protocol, src, tgt, k, v),
+                                        relevance=not config.refit))
+    final_jobs_planned = [] if not config.refit else plan
+    total = sum(j.cost(config.train) for j in sel_jobs)
+    total += sum(
+        len(where(src, folds != k)) * config.train.epochs * spec.relative_cost * len(config.seeds)
+        for spec, _, src, _, k, _ in final_jobs_planned
+    )
+    done = [0.0]
+
+    def tick(job: Job) -> None:
+        done[0] += job.cost(config.train)
+        if progress is not None:
+            progress(done[0], total, job.spec.key)
+
+    shared = {"x": x, "y": y, "mask": mask, "num_classes": len(cls)}
+    with JobRunner(shared, config.train, workers=config.workers) as runner:
+        sel_res = runner.run(sel_jobs, on_done=tick)
+        chosen, fin_jobs = _final_jobs(plan, sel_res, config, folds, labs)
+        fin_res = runner.run(fin_jobs, on_done=tick)
+
+    if config.refit:
+        test_res = fin_res
+    else:
+        test_res = [r for r in sel_res
+                    if r.job.hyper == chosen[(r.job.spec.key, *r.job.tag[:4])]]
+    arms = _assemble(specs, plan, test_res, chosen, config, x.shape[1])
+    records = _records(arms, y, patients, labs, cls, mask, config)
+    return ExperimentResult(records=tuple(records), arms=tuple(arms), classes=cls,
+                            labs=lab_names, mz=mzv, biomarkers=None if biomarkers is None
+                            else np.asarray(biomarkers, np.float64), config=config)
+
+
+def _assemble(specs, plan, results: list[JobResult], chosen, cfg: ProtocolConfig,
+              length: int) -> list[Arm]:
+    arms = []
+    keys = []
+    for spec, protocol, src, tgt, _, _ in plan:
+        if (spec, protocol, src, tgt) not in keys:
+            keys.append((spec, protocol, src, tgt))
+    for spec, protocol, src, tgt in keys:
+        mine = [r for r in results if r.job.spec == spec and r.job.tag[:3] == (protocol, src, tgt)]
+        mine.sort(key=lambda r: (r.job.tag[3], r.job.seed))
+        index, preds, rel, secs = [], {s: [] for s in cfg.seeds}, None, 0.0
+        for r in mine:
+            secs += r.seconds
+            preds[r.job.seed].append(r.pred["test"])
+            if r.job.seed == cfg.seeds[0]:
+                index.append(r.job.evals["test"])
+                if r.relevance is not None:
+                    rel = r.relevance if rel is None else rel.merge(r.relevance)
+        idx = np.concatenate(index) if index else np.zeros(0, np.int64)
+        pred = np.stack([np.concatenate(preds[s]) for s in cfg.seeds]) if index else np.zeros((1, 0))
+        picks = tuple(chosen[(spec.key, protocol, src, tgt, k)] for k in range(cfg.n_splits))
+        arms.append(Arm(spec=spec, protocol=protocol, source=src, target=tgt, index=idx,
+                        pred=pred, chosen=picks, relevance=rel, seconds=secs))
+    return arms
+
+
+def _record(spec: ModelSpec, protocol: str, direction: str, arms: list[Arm], y, patients, labs,
+            classes, mask, cfg: ProtocolConfig) -> dict:
+    idx = np.concatenate([a.index for a in arms])
+    pred = np.concatenate([a.pred for a in arms], axis=1)
+    groups = np.char.add(np.char.add(patients[idx], "@"), labs[idx])
+    sc = score_predictions(y[idx], pred, groups, num_classes=len(classes),
+                           n_bootstrap=cfg.n_bootstrap, seed=cfg.fold_seed)
+    rel = None
+    for a in arms:
+        if a.relevance is not None:
+            rel = a.relevance if rel is None else rel.merge(a.relevance)
+    rec = {
+        "model": spec.name, "drr": spec.drr, "protocol": protocol, "direction": direction,
+        "validation": cfg.validation if (len(spec.grid) > 1 or not cfg.refit) else "none",
+        "spot_balanced_accuracy": sc.spot, "spot_ci": list(sc.spot_ci),
+        "patient_balanced_accuracy": sc.patient, "patient_ci": list(sc.patient_ci),
+        "n_spots": sc.n_spots, "n_patients": sc.n_patients,
+        spec.hyper_name: [c for a in arms for c in a.chosen],
+        "seeds": list(cfg.seeds), "train_seconds": float(sum(a.seconds for a in arms)),
+    }
+    if rel is not None:
+        rec["relevance_top1pct_mass"] = rel.top_fraction_mean
+        rec["relevance_gini"] = rel.gini_mean
+        if mask is not None:
+            rec["relevance_on_biomarkers"] = rel.mass_fraction(mask)
+    return rec
+
+
+def _records(arms: list[Arm], y, patients, labs, classes, mask, cfg) -> list[dict]:
+    out = []
+    groups: dict[tuple, list[Arm]] = {}
+    for a in arms:
+        out.append(_record(a.spec, a.protocol, a.direction, [a], y, patients, labs, classes,
+                           mask, cfg))
+        groups.setdefault((a.spec, a.protocol), []).append(a)
+    for (spec, protocol), members in groups.items():
+        name = "pooled" if protocol == "interlab" else "within-lab"
+        out.append(_record(spec, protocol, name, members, y, patients, labs, classes, mask, cfg))
+    return out
+
+
+def result_to_json(result: ExperimentResult) -> dict:
+    """A JSON-ready summary of the experiment (records plus settings)."""
+    cfg = asdict(replace(result.config))
+    return {"records": list(result.records), "classes": list(result.classes),
+            "labs": list(result.labs), "config": cfg}

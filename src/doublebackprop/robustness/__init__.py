@@ -1,0 +1,65 @@
+"""Saliency, alignment and adversarial robustness (Etmann, Lunz, Maass & Schönlieb, ICML 2019).
+
+>>> from doublebackprop import robustness as rb
+>>> a = rb.alignment(model, x)                                            # doctest: +SKIP
+>>> r_lin = rb.linearized_distance(model, x)                              # doctest: +SKIP
+>>> d = rb.minimal_distance(model, x, y, bounds=(0.0, 1.0), norm=2)        # doctest: +SKIP
+"""
+
+from .alignment import (
+    AlignmentReport,
+    alignment,
+    alignment_report,
+    bias_term,
+    cosine_alignment,
+    linearized_distance,
+    saliency,
+)
+from .attacks import (
+    DDN,
+    PGD,
+    Attack,
+    AttackResult,
+    CarliniWagner,
+    DeepFool,
+    MinimalPGD,
+    RandomDirections,
+)
+from .ensemble import (
+    EnsembleResult,
+    RobustnessWarning,
+    default_attacks,
+    ensemble_attack,
+    minimal_distance,
+    refine_to_boundary,
+    robust_accuracy,
+)
+from .norms import L2, Linf, Norm
+
+__all__ = [
+    "DDN",
+    "L2",
+    "PGD",
+    "AlignmentReport",
+    "Attack",
+    "AttackResult",
+    "CarliniWagner",
+    "DeepFool",
+    "EnsembleResult",
+    "Linf",
+    "MinimalPGD",
+    "Norm",
+    "RandomDirections",
+    "RobustnessWarning",
+    "alignment",
+    "alignment_report",
+    "bias_term",
+    "cosine_alignment",
+    "default_attacks",
+    "ensemble_attack",
+    "linearized_distance",
+    "minimal_distance",
+    "refine_to_boundary",
+    "robust_accuracy",
+    "saliency",
+]

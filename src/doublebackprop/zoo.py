@@ -1,0 +1,137 @@
+"""Reference networks for tests, benchmarks and demos (plain ``torch.nn``, no torchvision)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .layers import LocallyConnected1d
+
+__all__ = ["mlp", "cnn2d", "resnet18_like", "spectra_cnn1d", "isotopenet_like", "BasicBlock"]
+
+
+def mlp(
+    in_features: int, hidden: int, depth: int, classes: int, act: type[nn.Module] = nn.ReLU
+) -> nn.Sequential:
+    """``in → hidden^depth → classes`` with ``act`` between layers."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = in_features
+    for _ in range(depth):
+        layers += [nn.Linear(width, hidden), act()]
+        width = hidden
+    layers.append(nn.Linear(width, classes))
+    return nn.Sequential(*layers)
+
+
+def cnn2d(
+    in_channels: int = 1,
+    size: int = 28,
+    classes: int = 10,
+    widths: tuple[int, ...] = (32, 64),
+    act: type[nn.Module] = nn.ReLU,
+) -> nn.Sequential:
+    """A small 2-D CNN: [conv3×3 → act → maxpool2] per width, then a dense head."""
+    layers: list[nn.Module] = []
+    c = in_channels
+    for w in widths:
+        layers += [nn.Conv2d(c, w, 3, padding=1), act(), nn.MaxPool2d(2)]
+        c, size = w, size // 2
+    layers += [nn.Flatten(), nn.Linear(c * size * size, 128), act(), nn.Linear(128, classes)]
+    return nn.Sequential(*layers)
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: conv-BN-ReLU-conv-BN plus (projected) identity, ReLU after the add."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu2 = nn.ReLU()
+        self.skip: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.skip = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        return self.relu2(out + self.skip(x))
+
+
+def resnet18_like(
+    in_channels: int = 3, classes: int = 10, width: int = 64, blocks: tuple[int, ...] = (2, 2, 2, 2)
+) -> nn.Sequential:
+    """ResNet-18 layout for 32×32 inputs (3×3 stem, no max-pool), widths ``width·2^k``."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, width, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
+    ]
+    c = width
+    for stage, n in enumerate(blocks):
+        cout = width * 2**stage
+        for i in range(n):
+            layers.append(BasicBlock(c, cout, 2 if (i == 0 and stage > 0) else 1))
+            c = cout
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, classes)]
+    return nn.Sequential(*layers)
+
+
+def spectra_cnn1d(
+    classes: int = 2,
+    stages: tuple[tuple[int, int], ...] = ((32, 1), (32, 2), (64, 2), (64, 2), (128, 2), (128, 2)),
+    kernel_size: int = 9,
+    act: type[nn.Module] = nn.ReLU,
+) -> nn.Sequential:
+    """A 1-D CNN for spectra: strided conv stages, adaptive average pooling, dense head."""
+    layers: list[nn.Module] = []
+    c = 1
+    for cout, stride in stages:
+        layers += [nn.Conv1d(c, cout, kernel_size, stride, kernel_size // 2), act()]
+        c = cout
+    layers += [nn.AdaptiveAvgPool1d(16), nn.Flatten(), nn.Linear(c * 16, classes)]
+    return nn.Sequential(*layers)
+
+
+class _PreActBlock1d(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.ReLU(),
+            nn.Conv1d(cin, cout, 3, 1, 1, bias=False),
+            nn.BatchNorm1d(cout),
+            nn.ReLU(),
+            nn.Conv1d(cout, cout, 3, stride, 1, bias=False),
+            nn.BatchNorm1d(cout),
+        )
+        self.skip: nn.Module = (
+            nn.Identity()
+            if cin == cout and stride == 1
+            else nn.Conv1d(cin, cout, 1, stride, bias=False)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.skip(x) + self.body(x)
+
+
+def isotopenet_like(length: int, classes: int = 2) -> nn.Sequential:
+    """An IsotopeNet-shaped benchmark net (blocks 8/8/8/1, strides 1/5/1/3, locally connected
+    layer width 5); the model used in experiments is :class:`doublebackprop.msi.models.IsotopeNet`."""
+    l2 = (((length - 1) // 5 + 1) - 1) // 3 + 1
+    return nn.Sequential(
+        _PreActBlock1d(1, 8, 1),
+        _PreActBlock1d(8, 8, 5),
+        _PreActBlock1d(8, 8, 1),
+        _PreActBlock1d(8, 1, 3),
+        nn.ReLU(),
+        nn.Dropout(0.3),
+        LocallyConnected1d(1, 1, l2, 5, padding=2, bias=False),
+        nn.BatchNorm1d(1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(l2, classes),
+    )
