@@ -56,7 +56,7 @@ class _ConvFn(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.op = op
         ctx.has_bias = bias is not None
-        return op.apply(weight, x) if bias is None else _add_channel_bias(op.apply(weight, x), bias)
+        return op.apply_biased(weight, x, bias)
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
@@ -69,10 +69,6 @@ class _ConvFn(torch.autograd.Function):
         if ctx.has_bias and _engine_needs(nodes[2]):
             gb = grad.sum(dim=[0, *range(2, grad.dim())])
         return gx, gw, gb, None
-
-
-def _add_channel_bias(z: Tensor, bias: Tensor) -> Tensor:
-    return z + bias.view(1, -1, *([1] * (z.dim() - 2)))
 
 
 class _AdjointConvMixin(AdjointModule):

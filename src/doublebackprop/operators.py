@@ -54,6 +54,8 @@ class BilinearOperator:
     apply: Callable[[Tensor, Tensor], Tensor]
     input_adjoint: Callable[[Tensor, Tensor, Sequence[int]], Tensor]
     param_adjoint: Callable[[Tensor, Tensor, Sequence[int]], Tensor]
+    #: ``K(θ, x) + b`` by the fused kernel the stock layer uses (bit-identical outputs)
+    apply_biased: Callable[[Tensor, Tensor, Tensor | None], Tensor] | None = None
 
 
 def _linear_op() -> BilinearOperator:
@@ -113,7 +115,10 @@ def conv_operator(
     def param_adjoint(y: Tensor, x: Tensor, weight_shape: Sequence[int]) -> Tensor:
         return conv_w(x, list(weight_shape), y, stride, padding, dilation, groups)
 
-    return BilinearOperator(apply, input_adjoint, param_adjoint)
+    def apply_biased(w: Tensor, x: Tensor, b: Tensor | None) -> Tensor:
+        return conv(x, w, b, stride, padding, dilation, groups)
+
+    return BilinearOperator(apply, input_adjoint, param_adjoint, apply_biased)
 
 
 def locally_connected(w: Tensor, x: Tensor, padding: int, stride: int) -> Tensor:

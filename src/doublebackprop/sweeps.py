@@ -193,17 +193,11 @@ class Sweeps(Engine):
         for node in nodes:
             node.in_shape = h.shape
             if node.kind == "bilinear":
-                m = node.module
-                hp = pad_last_dims(h, node.pre_pad)
-                node.x_in = hp.detach()
-                z = node.op.apply(m.weight, hp)
+                # The module's own forward (bit-identical to the stock model) computes
+                # K(θ, x) + b; the padded input is kept for K^□.
+                node.x_in = pad_last_dims(h, node.pre_pad).detach()
+                h = node.module(h)
                 ops["F", "K"] += 1
-                if m.bias is not None:
-                    b = m.bias
-                    if isinstance(m, (nn.Conv1d, nn.Conv2d)):
-                        b = b.view(1, -1, *([1] * (z.dim() - 2)))
-                    z = z + b
-                h = z
             elif node.kind == "act":
                 node.z = h.detach()
                 h = node.op.phi(h)
@@ -279,6 +273,7 @@ class Sweeps(Engine):
 
     def _backward2(self, nodes, zetas, rows, param_grads, ops):
         top = max(zetas)
+        first = min(j for j, node in enumerate(nodes) if node.kind == "bilinear")
         a = zetas.get(len(nodes))
         for j in range(min(top, len(nodes) - 1), -1, -1):
             node = nodes[j]
@@ -298,7 +293,7 @@ class Sweeps(Engine):
                 ops["B2", "Kbox"] += rows
                 if m.bias is not None:
                     _accumulate(param_grads, m.bias, _bias_grad(m, a))
-                if j == 0:
+                if j == first:  # no parameters below: the input adjoint is not needed
                     break
                 a = _crop(node.op.input_adjoint(m.weight.detach(), a, xin.shape), node.pre_pad)
                 ops["B2", "KT"] += rows

@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 MODEL_KEYS = ("isotopenet", "isotopenet+drr", "resnet1d", "resnet1d+drr", "linear")
 
 #: the quick settings of ``doublebackprop demo`` (≤ 10 min on 2 CPU cores) and ``--full``
-QUICK = dict(epochs=6, batch_size=32, lr=3e-3, lambdas=(1e-2, 1e-1), inner_folds=1, refit=False,
+QUICK = dict(epochs=8, batch_size=32, lr=3e-3, lambdas=(1e-2, 3e-2), inner_folds=1, refit=False,
              bin_width=1.0, linear_grid=(5, 10, 20, 50, 100, 200), resnet_width=(8, 16, 16),
              n_bootstrap=500, intralab=("isotopenet",))
 FULL = dict(epochs=400, batch_size=150, lr=5e-4, lambdas=None, inner_folds=3, refit=True,

@@ -51,7 +51,9 @@ class ProtocolConfig:
     Parameters
     ----------
     n_splits : int, default 5
-        Patient-grouped folds.
+        Patient-grouped folds (>= 3). ``1``: no folds — train on the whole source lab and test
+        on the whole target lab (leave-one-lab-out; for tiny cohorts whose labs hold different
+        patients); hyper-parameters are then fixed at each grid's first value.
     validation : {"target", "source"}, default "target"
         Where the validation spots for hyper-parameter choice come from (see module docstring).
     inner_folds : int, default 1
@@ -85,10 +87,14 @@ class ProtocolConfig:
     def __post_init__(self) -> None:
         if self.validation not in ("target", "source"):
             raise ValueError(f"validation must be 'target' or 'source', got {self.validation!r}")
-        if not isinstance(self.n_splits, int) or self.n_splits < 3:
-            raise ValueError(f"n_splits must be an int >= 3 (test, validation, training), "
-                             f"got {self.n_splits!r}")
-        if not 1 <= self.inner_folds <= self.n_splits - 2:
+        if not isinstance(self.n_splits, int) or self.n_splits < 3 and self.n_splits != 1:
+            raise ValueError(f"n_splits must be 1 (leave-one-lab-out) or an int >= 3 (test, "
+                             f"validation, training), got {self.n_splits!r}")
+        if self.n_splits == 1:
+            if not self.refit or self.intralab:
+                raise ValueError("n_splits=1 (leave-one-lab-out) needs refit=True and no "
+                                 "intra-lab runs")
+        elif not 1 <= self.inner_folds <= self.n_splits - 2:
             raise ValueError(f"inner_folds must be in 1..{self.n_splits - 2}, got {self.inner_folds}")
         if not self.refit and self.inner_folds != 1:
             raise ValueError("refit=False needs inner_folds == 1")
@@ -174,6 +180,12 @@ def validate_cohort(
 def _folds(labels: np.ndarray, patients: np.ndarray, labs: np.ndarray, cfg: ProtocolConfig):
     from .splits import assert_patient_disjoint, grouped_stratified_kfold
 
+    if cfg.n_splits == 1:
+        both = set(patients[labs == labs[0]].tolist()) & set(patients[labs != labs[0]].tolist())
+        if both:
+            raise ValueError(f"n_splits=1 trains on one lab and tests on the other, but patients "
+                             f"{sorted(both)[:5]} are in both labs; use patient folds (>= 3)")
+        return np.zeros(len(labels), dtype=np.int64)
     # a patient measured in both labs keeps one fold; stratify by class × (set of labs)
     pl: dict[str, set[str]] = {}
     for p, lab in zip(patients.tolist(), labs.tolist()):
@@ -194,8 +206,15 @@ def _plan(specs: Sequence[ModelSpec], folds: np.ndarray, labs: np.ndarray,
         for protocol, src, tgt in pairs + (intra if spec.key in cfg.intralab else []):
             for k in range(cfg.n_splits):
                 inner = [(k + 1 + i) % cfg.n_splits for i in range(cfg.inner_folds)]
+                if cfg.n_splits == 1:
+                    inner = []
                 out.append((spec, protocol, src, tgt, k, inner))
     return out
+
+
+def _outside(folds: np.ndarray, k: int, n_splits: int) -> np.ndarray:
+    """Training rows for test fold ``k``: the other folds (every row when there are no folds)."""
+    return folds != k if n_splits > 1 else np.ones(len(folds), dtype=bool)
 
 
 def _select(spec: ModelSpec, results: list[JobResult]) -> object:
@@ -221,7 +240,7 @@ def _final_jobs(plan, sel_res: list[JobResult], config: ProtocolConfig, folds: n
         h = chosen[(spec.key, protocol, src, tgt, k)]
         for s in config.seeds:
             fin_jobs.append(Job(spec=spec, hyper=h, seed=s,
-                                train=np.flatnonzero((labs == src) & (folds != k)),
+                                train=np.flatnonzero((labs == src) & _outside(folds, k, config.n_splits)),
                                 evals={"test": np.flatnonzero((labs == tgt) & (folds == k))},
                                 tag=(protocol, src, tgt, k, None), relevance=True))
     return chosen, fin_jobs
@@ -273,7 +292,7 @@ def run_interlab(
             raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
     if not np.isfinite(x).all():
         raise ValueError("x contains NaN or Inf")
-    lab_names = validate_cohort(labels, patients, labs, n_splits=config.n_splits)
+    lab_names = validate_cohort(labels, patients, labs, n_splits=max(config.n_splits, 2))
     cls = tuple(sorted(set(labels.tolist()))) if classes is None else tuple(classes)
     y = np.searchsorted(np.asarray(cls), labels).astype(np.int64)
     mzv = np.arange(x.shape[1], dtype=np.float64) if mz is None else np.asarray(mz, np.float64)
@@ -305,7 +324,7 @@ def run_interlab(
     final_jobs_planned = [] if not config.refit else plan
     total = sum(j.cost(config.train) for j in sel_jobs)
     total += sum(
-        len(where(src, folds != k)) * config.train.epochs * spec.relative_cost * len(config.seeds)
+        len(where(src, _outside(folds, k, config.n_splits))) * config.train.epochs * spec.relative_cost * len(config.seeds)
         for spec, _, src, _, k, _ in final_jobs_planned
     )
     done = [0.0]
@@ -388,13 +407,15 @@ def _record(spec: ModelSpec, protocol: str, direction: str, arms: list[Arm], y, 
 
 
 def _records(arms: list[Arm], y, patients, labs, classes, mask, cfg) -> list[dict]:
+    """Per model: its directions, then pooled; inter-lab before intra-lab."""
     out = []
     groups: dict[tuple, list[Arm]] = {}
     for a in arms:
-        out.append(_record(a.spec, a.protocol, a.direction, [a], y, patients, labs, classes,
-                           mask, cfg))
         groups.setdefault((a.spec, a.protocol), []).append(a)
     for (spec, protocol), members in groups.items():
+        for a in members:
+            out.append(_record(spec, protocol, a.direction, [a], y, patients, labs, classes,
+                               mask, cfg))
         name = "pooled" if protocol == "interlab" else "within-lab"
         out.append(_record(spec, protocol, name, members, y, patients, labs, classes, mask, cfg))
     return out

@@ -122,7 +122,7 @@ def _accuracy_plot(records: Sequence[dict], path: Path) -> Path:
         ax.set_title(f"Inter-lab balanced accuracy, {title}")
         ax.set_ylim(0, 100)
     axes[0].set_ylabel("balanced accuracy (%)")
-    axes[1].legend(fontsize=8, loc="lower right")
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
