@@ -30,8 +30,9 @@ def _model(name: str, length: int) -> torch.nn.Module:
     return ResNet1d(length, 2, base_width=8, max_width=16, final_width=16)
 
 
-def measure(name: str, length: int, *, drr: bool, engine: str, batch: int, steps: int,
-            device: str) -> float:
+def measure(
+    name: str, length: int, *, drr: bool, engine: str, batch: int, steps: int, device: str
+) -> float:
     torch.manual_seed(0)
     net = _model(name, length).to(device).train()
     runner = dbp.adjoint(net) if engine == "adjoint" else net
@@ -58,8 +59,9 @@ def measure(name: str, length: int, *, drr: bool, engine: str, batch: int, steps
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--lengths", type=int, nargs="+", default=[1300, 2600])
     ap.add_argument("--models", nargs="+", default=["isotopenet", "resnet1d"])
     ap.add_argument("--batch", type=int, default=150)
@@ -71,21 +73,49 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = []
-    print(f"{'model':<11}{'bins':>7}{'engine':>10}{'plain sp/s':>12}{'DRR sp/s':>10}"
-          f"{'DRR/plain time':>16}")
+    print(
+        f"{'model':<11}{'bins':>7}{'engine':>10}{'plain sp/s':>12}{'DRR sp/s':>10}"
+        f"{'DRR/plain time':>16}"
+    )
     for name in args.models:
         for length in args.lengths:
             for engine in ("adjoint", "autograd"):
-                plain = measure(name, length, drr=False, engine=engine, batch=args.batch,
-                                steps=args.steps, device=args.device)
-                drr = measure(name, length, drr=True, engine=engine, batch=args.batch,
-                              steps=args.steps, device=args.device)
-                rows.append({"model": name, "bins": length, "engine": engine,
-                             "device": args.device, "threads": torch.get_num_threads(),
-                             "batch": args.batch, "plain_spectra_per_s": plain,
-                             "drr_spectra_per_s": drr, "drr_time_ratio": plain / drr})
-                print(f"{name:<11}{length:>7}{engine:>10}{plain:>12.0f}{drr:>10.0f}"
-                      f"{plain / drr:>15.2f}x", flush=True)
+                plain = measure(
+                    name,
+                    length,
+                    drr=False,
+                    engine=engine,
+                    batch=args.batch,
+                    steps=args.steps,
+                    device=args.device,
+                )
+                drr = measure(
+                    name,
+                    length,
+                    drr=True,
+                    engine=engine,
+                    batch=args.batch,
+                    steps=args.steps,
+                    device=args.device,
+                )
+                rows.append(
+                    {
+                        "model": name,
+                        "bins": length,
+                        "engine": engine,
+                        "device": args.device,
+                        "threads": torch.get_num_threads(),
+                        "batch": args.batch,
+                        "plain_spectra_per_s": plain,
+                        "drr_spectra_per_s": drr,
+                        "drr_time_ratio": plain / drr,
+                    }
+                )
+                print(
+                    f"{name:<11}{length:>7}{engine:>10}{plain:>12.0f}{drr:>10.0f}"
+                    f"{plain / drr:>15.2f}x",
+                    flush=True,
+                )
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "bench_msi_train.json").write_text(json.dumps(rows, indent=1))

@@ -157,7 +157,13 @@ def run_benchmark(
 
         variants: dict[tuple[str, str], Callable[[], None]] = {}
 
-        def step(net: nn.Module, pen: Penalty | None, eng: Engine) -> Callable[[], None]:
+        def step(
+            net: nn.Module,
+            pen: Penalty | None,
+            eng: Engine,
+            x: torch.Tensor = x,
+            y: torch.Tensor = y,
+        ) -> Callable[[], None]:
             def run() -> None:
                 net.zero_grad(set_to_none=True)
                 objective(net, x, y, penalty=pen, engine=eng).total.backward()

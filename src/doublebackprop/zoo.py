@@ -29,12 +29,13 @@ def cnn2d(
     classes: int = 10,
     widths: tuple[int, ...] = (32, 64),
     act: type[nn.Module] = nn.ReLU,
+    pool: type[nn.Module] = nn.MaxPool2d,
 ) -> nn.Sequential:
-    """A small 2-D CNN: [conv3×3 → act → maxpool2] per width, then a dense head."""
+    """A small 2-D CNN: [conv3×3 → act → pool2] per width, then a dense head."""
     layers: list[nn.Module] = []
     c = in_channels
     for w in widths:
-        layers += [nn.Conv2d(c, w, 3, padding=1), act(), nn.MaxPool2d(2)]
+        layers += [nn.Conv2d(c, w, 3, padding=1), act(), pool(2)]
         c, size = w, size // 2
     layers += [nn.Flatten(), nn.Linear(c * size * size, 128), act(), nn.Linear(128, classes)]
     return nn.Sequential(*layers)

@@ -12,8 +12,23 @@ import pytest
 from doublebackprop.msi import experiment_cli
 from doublebackprop.msi.simulate import SimulationConfig, simulate_cohort
 
-FAST = ["--epochs", "1", "--folds", "3", "--workers", "1", "--no-progress", "--bootstrap", "20",
-        "--lambdas", "1e-2", "--bin-width", "2.0", "--intralab", "linear"]
+FAST = [
+    "--epochs",
+    "1",
+    "--folds",
+    "3",
+    "--workers",
+    "1",
+    "--no-progress",
+    "--bootstrap",
+    "20",
+    "--lambdas",
+    "1e-2",
+    "--bin-width",
+    "2.0",
+    "--intralab",
+    "linear",
+]
 
 
 def tiny_config(seed: int = 0) -> SimulationConfig:
@@ -47,9 +62,21 @@ def _rewrite(src: Path, dst_dir: Path, edit) -> Path:
 
 def test_interlab_command_writes_contract_outputs(cohort, tmp_path, capsys):
     out = tmp_path / "run"
-    code = _cli(["msi", "interlab", "--annotations", str(cohort), "--out", str(out),
-                 "--models", "isotopenet,isotopenet+drr,linear",
-                 "--biomarkers", str(cohort.parent / "biomarkers.csv"), *FAST])
+    code = _cli(
+        [
+            "msi",
+            "interlab",
+            "--annotations",
+            str(cohort),
+            "--out",
+            str(out),
+            "--models",
+            "isotopenet,isotopenet+drr,linear",
+            "--biomarkers",
+            str(cohort.parent / "biomarkers.csv"),
+            *FAST,
+        ]
+    )
     assert code == 0
     records = json.loads((out / "results.json").read_text())
     assert isinstance(records, list) and records
@@ -77,8 +104,9 @@ def test_demo_entry_point_simulates_and_seed_changes_cohort(tmp_path, monkeypatc
     outs = []
     for seed in (0, 1):
         out = tmp_path / f"demo{seed}"
-        args = parser.parse_args(["--out", str(out), "--seed", str(seed), "--models",
-                                  "linear", *FAST])
+        args = parser.parse_args(
+            ["--out", str(out), "--seed", str(seed), "--models", "linear", *FAST]
+        )
         assert experiment_cli.run_demo(args) == 0
         assert (out / "report.html").exists()
         recs = json.loads((out / "results.json").read_text())
@@ -106,21 +134,33 @@ def test_bad_input_fails_before_training(cohort, tmp_path, capsys, monkeypatch, 
     monkeypatch.setattr(interlab.JobRunner, "run", boom)
     ann, extra = cohort, []
     if case == "no_lab":
-        ann = _rewrite(cohort, tmp_path, lambda rows: (
-            [{k: v for k, v in r.items() if k != "lab"} for r in rows],
-            [k for k in rows[0] if k != "lab"]))
+        ann = _rewrite(
+            cohort,
+            tmp_path,
+            lambda rows: (
+                [{k: v for k, v in r.items() if k != "lab"} for r in rows],
+                [k for k in rows[0] if k != "lab"],
+            ),
+        )
     elif case == "single_class":
-        ann = _rewrite(cohort, tmp_path, lambda rows: (
-            [{**r, "label": "breast"} for r in rows], list(rows[0])))
+        ann = _rewrite(
+            cohort, tmp_path, lambda rows: ([{**r, "label": "breast"} for r in rows], list(rows[0]))
+        )
     elif case == "lab_lacks_class":
-        ann = _rewrite(cohort, tmp_path, lambda rows: (
-            [r for r in rows if not (r["lab"] == "B" and r["label"] == "ovarian")],
-            list(rows[0])))
+        ann = _rewrite(
+            cohort,
+            tmp_path,
+            lambda rows: (
+                [r for r in rows if not (r["lab"] == "B" and r["label"] == "ovarian")],
+                list(rows[0]),
+            ),
+        )
     elif case == "negative_lambda":
         extra = ["--lambdas=-1e-3"]
     elif case == "mz_outside":
         extra = ["--mz-range", "300", "2000"]
-    code = _cli(["msi", "interlab", "--annotations", str(ann), "--out", str(tmp_path / "o"),
-                 *FAST, *extra])
+    code = _cli(
+        ["msi", "interlab", "--annotations", str(ann), "--out", str(tmp_path / "o"), *FAST, *extra]
+    )
     assert code == 2
     assert message in capsys.readouterr().err

@@ -56,8 +56,7 @@ def test_sparsity_measures_are_bounded_and_scale_invariant(r):
 def test_biomarker_mask_window():
     mz = np.arange(700.0, 710.0, 0.25)
     mask = biomarker_mask(mz, [702.0, 708.1], tolerance=0.5)
-    assert mz[mask].tolist() == [701.5, 701.75, 702.0, 702.25, 702.5, 707.75, 708.0, 708.25,
-                                 708.5]
+    assert mz[mask].tolist() == [701.5, 701.75, 702.0, 702.25, 702.5, 707.75, 708.0, 708.25, 708.5]
     with pytest.raises(ValueError):
         biomarker_mask(mz, [702.0], tolerance=-1)
 
@@ -68,7 +67,8 @@ def test_relevance_summary_merge_and_mass_fraction():
     y = np.array([0, 1] * 5)
     whole = RelevanceSummary.from_relevance(r, y, 2)
     merged = RelevanceSummary.from_relevance(r[:4], y[:4], 2).merge(
-        RelevanceSummary.from_relevance(r[4:], y[4:], 2))
+        RelevanceSummary.from_relevance(r[4:], y[4:], 2)
+    )
     np.testing.assert_allclose(merged.sum_r, whole.sum_r)
     np.testing.assert_allclose(merged.mean_relevance[1], r[y == 1].mean(0))
     mask = np.zeros(20, bool)

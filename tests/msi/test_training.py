@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import doublebackprop as dbp
 from doublebackprop.msi.models import IsotopeNet
 from doublebackprop.msi.training import (
     TrainConfig,
@@ -36,8 +35,9 @@ def test_balanced_weights_formula():
     # each class carries the same total weight
     assert torch.allclose(torch.bincount(y, weights=w), torch.full((3,), 2.0))
     # a class absent from this subset does not count in K
-    np.testing.assert_allclose(balanced_weights(torch.tensor([0, 0, 2]), 3).numpy(),
-                               [0.75, 0.75, 1.5])
+    np.testing.assert_allclose(
+        balanced_weights(torch.tensor([0, 0, 2]), 3).numpy(), [0.75, 0.75, 1.5]
+    )
 
 
 def test_one_step_equals_hand_written_drr_loss():
@@ -57,8 +57,10 @@ def test_one_step_equals_hand_written_drr_loss():
     (g,) = torch.autograd.grad(z.gather(1, y[:, None]).sum(), xd, create_graph=True)
     r = xd * g
     w = balanced_weights(y).double()
-    loss = (w * (F.cross_entropy(z, y, reduction="none") + 0.03 * r.abs().sum(1)
-                 + 0.05 * r.pow(2).sum(1))).mean()
+    loss = (
+        w
+        * (F.cross_entropy(z, y, reduction="none") + 0.03 * r.abs().sum(1) + 0.05 * r.pow(2).sum(1))
+    ).mean()
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -112,8 +114,9 @@ def test_checkpoint_resume_equals_uninterrupted(tmp_path):
     ckpt = tmp_path / "run.pt"
     part = IsotopeNet(30, 2)
     part.load_state_dict(init)
-    res2 = train_model(part, x, y, config=TrainConfig(**{**cfg4.__dict__, "epochs": 2}),
-                       checkpoint=ckpt)
+    res2 = train_model(
+        part, x, y, config=TrainConfig(**{**cfg4.__dict__, "epochs": 2}), checkpoint=ckpt
+    )
     assert ckpt.exists() and len(res2.history) == 2
     assert not list(tmp_path.glob(".*tmp*"))  # atomic write leaves no temp file
     resumed = IsotopeNet(30, 2)  # fresh weights: must be replaced by the checkpoint's
@@ -122,8 +125,9 @@ def test_checkpoint_resume_equals_uninterrupted(tmp_path):
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, msg=k)
     with pytest.raises(ValueError, match="different settings"):
-        train_model(IsotopeNet(30, 2), x, y, config=TrainConfig(epochs=5, l1=0.5, l2=0.5),
-                    checkpoint=ckpt)
+        train_model(
+            IsotopeNet(30, 2), x, y, config=TrainConfig(epochs=5, l1=0.5, l2=0.5), checkpoint=ckpt
+        )
 
 
 def test_config_validation():
@@ -149,15 +153,20 @@ def test_eval_mode_restores_flags_on_error():
         assert not net.training
         raise RuntimeError("boom")
     assert net.training and not net.dropout.training
-    logits = predict_logits(net, np.random.rand(5, 20).astype(np.float32))
+    logits = predict_logits(net, np.random.default_rng(0).random((5, 20), dtype=np.float32))
     assert logits.shape == (5, 2) and net.training
 
 
 def test_callback_and_nan_loss():
     x, y = _data(n=20, length=20)
     seen = []
-    train_model(IsotopeNet(20, 2), x, y, config=TrainConfig(epochs=2, batch_size=10),
-                callback=lambda s, total: seen.append((s.epoch, total)))
+    train_model(
+        IsotopeNet(20, 2),
+        x,
+        y,
+        config=TrainConfig(epochs=2, batch_size=10),
+        callback=lambda s, total: seen.append((s.epoch, total)),
+    )
     assert seen == [(1, 2), (2, 2)]
     with pytest.raises(ValueError, match="NaN"):
         x_bad = x.clone()
@@ -178,8 +187,9 @@ class _Net(nn.Module):
 
 def _ddp_worker(rank, world, port, init, x, y, out):
     torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}",
-                                         rank=rank, world_size=world)
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     try:
         net = _Net()
         net.load_state_dict(init)
@@ -189,8 +199,12 @@ def _ddp_worker(rank, world, port, init, x, y, out):
         iso = IsotopeNet(30, 2)  # the real model: BN + dropout + LC under DDP
         torch.manual_seed(0)
         iso.load_state_dict(IsotopeNet(30, 2).state_dict())
-        train_model(iso, torch.rand(16, 30), torch.arange(16) % 2,
-                    config=TrainConfig(epochs=1, batch_size=8, l1=1e-2, l2=1e-2))
+        train_model(
+            iso,
+            torch.rand(16, 30),
+            torch.arange(16) % 2,
+            config=TrainConfig(epochs=1, batch_size=8, l1=1e-2, l2=1e-2),
+        )
         torch.save(iso.dense.weight.detach(), f"{out}/iso{rank}.pt")
     finally:
         torch.distributed.destroy_process_group()
@@ -214,8 +228,7 @@ def test_ddp_two_gloo_processes_match_single_process(tmp_path):
     out = {k: torch.load(tmp_path / f"{k}.pt") for k in ("net0", "net1", "iso0", "iso1")}
     single = _Net()
     single.load_state_dict(init)
-    train_model(single, x, y, config=TrainConfig(epochs=2, batch_size=8, l1=0.05, l2=0.05,
-                                                 lr=1e-2))
+    train_model(single, x, y, config=TrainConfig(epochs=2, batch_size=8, l1=0.05, l2=0.05, lr=1e-2))
     for k, v in single.state_dict().items():
         torch.testing.assert_close(out["net0"][k], v, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(out["net1"][k], v, rtol=1e-5, atol=1e-6)

@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from functools import partial
 
@@ -59,13 +59,16 @@ class ModelSpec:
         for g in grid:
             if not isinstance(g, (int, float)) or not np.isfinite(g) or g < 0:
                 what = "λ" if self.build is not None else "number of bins"
-                raise ValueError(f"ModelSpec {self.name!r}: {what} must be a finite number >= 0, "
-                                 f"got {g!r}")
+                raise ValueError(
+                    f"ModelSpec {self.name!r}: {what} must be a finite number >= 0, got {g!r}"
+                )
         if self.build is None and min(grid) < 1:
             raise ValueError(f"ModelSpec {self.name!r}: numbers of bins must be >= 1")
         if self.build is not None and len(grid) > 1 and min(grid) == 0:
-            raise ValueError(f"ModelSpec {self.name!r}: mix of λ = 0 and λ > 0 in one grid; "
-                             "make two specs (with and without DRR)")
+            raise ValueError(
+                f"ModelSpec {self.name!r}: mix of λ = 0 and λ > 0 in one grid; "
+                "make two specs (with and without DRR)"
+            )
         object.__setattr__(self, "grid", grid)
 
     @property
@@ -94,8 +97,12 @@ class Job:
     def cost(self, cfg: TrainConfig) -> float:
         if self.spec.build is None:
             return float(len(self.train))
-        return float(len(self.train) * max(cfg.epochs, 1) * self.spec.relative_cost
-                     * (2.0 if self.hyper > 0 else 1.0))
+        return float(
+            len(self.train)
+            * max(cfg.epochs, 1)
+            * self.spec.relative_cost
+            * (2.0 if self.hyper > 0 else 1.0)
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,7 +118,10 @@ class JobResult:
 _WORKER: dict = {}
 
 
-def _execute(job: Job, shared: dict, cfg: TrainConfig) -> tuple[dict, dict, object, float, tuple]:
+def _execute(
+    job: Job, shared: dict, cfg: TrainConfig, report: Callable[[float], None] | None = None
+) -> tuple[dict, dict, object, float, tuple]:
+    """Train/fit, predict every eval set, summarise relevance; ``report(fraction)`` per epoch."""
     x, y, k = shared["x"], shared["y"], shared["num_classes"]
     t0 = time.perf_counter()
     xt, yt = np.asarray(x[job.train]), y[job.train]
@@ -130,14 +140,21 @@ def _execute(job: Job, shared: dict, cfg: TrainConfig) -> tuple[dict, dict, obje
             pred[name] = fit.predict(np.asarray(x[idx])) if len(idx) else np.zeros(0, np.int64)
         if job.relevance and test is not None and len(test):
             rel = RelevanceSummary.from_relevance(
-                linear_relevance(fit, np.asarray(x[test]), y[test]), y[test], k)
+                linear_relevance(fit, np.asarray(x[test]), y[test]), y[test], k
+            )
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(job.seed)
             model = job.spec.build(input_length=x.shape[1], num_classes=k)
         run_cfg = replace(cfg, l1=float(job.hyper), l2=float(job.hyper), seed=job.seed)
-        res = train_model(model, torch.from_numpy(xt), torch.from_numpy(yt), config=run_cfg,
-                          num_classes=k)
+        res = train_model(
+            model,
+            torch.from_numpy(xt),
+            torch.from_numpy(yt),
+            config=run_cfg,
+            num_classes=k,
+            callback=None if report is None else (lambda st, total: report(1.0 / max(total, 1))),
+        )
         history = res.history
         for name, idx in job.evals.items():
             logits = predict_logits(model, np.asarray(x[idx])) if len(idx) else torch.zeros(0, k)
@@ -145,18 +162,23 @@ def _execute(job: Job, shared: dict, cfg: TrainConfig) -> tuple[dict, dict, obje
         if job.relevance and test is not None and len(test):
             r = model_relevance(model, np.asarray(x[test]), y[test], engine=cfg.engine)
             rel = RelevanceSummary.from_relevance(r, y[test], k)
-    scores = {name: balanced_accuracy(y[idx], pred[name], num_classes=k)
-              for name, idx in job.evals.items() if len(idx)}
+    scores = {
+        name: balanced_accuracy(y[idx], pred[name], num_classes=k)
+        for name, idx in job.evals.items()
+        if len(idx)
+    }
     return pred, scores, rel, time.perf_counter() - t0, history
 
 
-def _init_worker(path: str, y: np.ndarray, num_classes: int) -> None:
+def _init_worker(path: str, y: np.ndarray, num_classes: int, queue: object) -> None:
     torch.set_num_threads(1)
     _WORKER["shared"] = {"x": np.load(path, mmap_mode="r"), "y": y, "num_classes": num_classes}
+    _WORKER["queue"] = queue
 
 
-def _run_in_worker(job: Job, cfg: TrainConfig):
-    return _execute(job, _WORKER["shared"], cfg)
+def _run_in_worker(index: int, job: Job, cfg: TrainConfig):
+    queue = _WORKER["queue"]
+    return _execute(job, _WORKER["shared"], cfg, report=lambda f: queue.put((index, f)))
 
 
 class JobRunner:
@@ -170,6 +192,7 @@ class JobRunner:
         self.shared, self.cfg, self.workers = shared, cfg, workers
         self._pool: ProcessPoolExecutor | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
+        self._queue: object = None
 
     def __enter__(self) -> JobRunner:
         return self
@@ -189,45 +212,87 @@ class JobRunner:
             self._tmp = tempfile.TemporaryDirectory(prefix="dbp-cohort-")
             path = os.path.join(self._tmp.name, "x.npy")
             np.save(path, np.ascontiguousarray(self.shared["x"], dtype=np.float32))
-            init = (path, self.shared["y"], self.shared["num_classes"])
-            self._pool = ProcessPoolExecutor(max_workers=self.workers,
-                                             mp_context=mp.get_context("spawn"),
-                                             initializer=_init_worker, initargs=init)
+            ctx = mp.get_context("spawn")
+            self._queue = ctx.Queue()
+            init = (path, self.shared["y"], self.shared["num_classes"], self._queue)
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=ctx,
+                initializer=_init_worker,
+                initargs=init,
+            )
         return self._pool
 
-    def run(self, jobs: Sequence[Job], on_done: Callable[[Job], None] | None = None
-            ) -> list[JobResult]:
-        """Run ``jobs`` (largest first across the workers); results in job order."""
+    def run(
+        self, jobs: Sequence[Job], on_progress: Callable[[Job, float], None] | None = None
+    ) -> list[JobResult]:
+        """Run ``jobs`` (largest first across the workers); results in job order.
+
+        ``on_progress(job, fraction)`` is called after every training epoch and when a job
+        ends, with the fraction of that job done since the last call (they sum to 1).
+        """
         out: list[JobResult | None] = [None] * len(jobs)
+        done = [0.0] * len(jobs)
+
+        def advance(i: int, fraction: float) -> None:
+            fraction = min(fraction, 1.0 - done[i])
+            done[i] += fraction
+            if on_progress is not None and fraction > 0:
+                on_progress(jobs[i], fraction)
 
         def store(i: int, payload) -> None:
             pred, scores, rel, secs, hist = payload
-            out[i] = JobResult(job=jobs[i], pred=pred, scores=scores, relevance=rel,
-                               seconds=secs, history=hist)
-            if on_done is not None:
-                on_done(jobs[i])
+            out[i] = JobResult(
+                job=jobs[i], pred=pred, scores=scores, relevance=rel, seconds=secs, history=hist
+            )
+            advance(i, 1.0)
 
         if self.workers <= 1 or len(jobs) <= 1:
             for i, job in enumerate(jobs):
-                store(i, _execute(job, self.shared, self.cfg))
+                # ≤ 95 % per epochs: evaluation and relevance finish the job
+                report = partial(lambda i, f: advance(i, 0.95 * f), i)
+                store(i, _execute(job, self.shared, self.cfg, report=report))
             return out  # type: ignore[return-value]
         pool = self._get_pool()
         order = sorted(range(len(jobs)), key=lambda i: -jobs[i].cost(self.cfg))
-        futures = {pool.submit(partial(_run_in_worker, cfg=self.cfg), _lean(jobs[i])): i
-                   for i in order}
-        for fut in as_completed(futures):
-            store(futures[fut], fut.result())
+        pending = {
+            pool.submit(partial(_run_in_worker, cfg=self.cfg), i, _lean(jobs[i])): i for i in order
+        }
+        while pending:
+            finished, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            self._drain(advance)
+            for fut in finished:
+                store(pending.pop(fut), fut.result())
         return out  # type: ignore[return-value]
 
+    def _drain(self, advance: Callable[[int, float], None]) -> None:
+        import queue as queue_mod
 
-def run_jobs(jobs: Sequence[Job], shared: dict, cfg: TrainConfig, *, workers: int = 1,
-             on_done: Callable[[Job], None] | None = None) -> list[JobResult]:
+        while True:
+            try:
+                i, fraction = self._queue.get_nowait()  # type: ignore[attr-defined]
+            except queue_mod.Empty:
+                return
+            advance(i, 0.95 * fraction)
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    shared: dict,
+    cfg: TrainConfig,
+    *,
+    workers: int = 1,
+    on_progress: Callable[[Job, float], None] | None = None,
+) -> list[JobResult]:
     """One batch of jobs (see :class:`JobRunner`)."""
     with JobRunner(shared, cfg, workers=workers) as runner:
-        return runner.run(jobs, on_done)
+        return runner.run(jobs, on_progress)
 
 
 def _lean(job: Job) -> Job:
     """The job as sent to a worker (arrays as int64, nothing else)."""
-    return replace(job, train=np.asarray(job.train, np.int64),
-                   evals={k: np.asarray(v, np.int64) for k, v in job.evals.items()})
+    return replace(
+        job,
+        train=np.asarray(job.train, np.int64),
+        evals={k: np.asarray(v, np.int64) for k, v in job.evals.items()},
+    )

@@ -79,9 +79,16 @@ class Annotations:
     def take(self, idx: np.ndarray) -> Annotations:
         """Rows ``idx``."""
         return replace(
-            self, file=self.file[idx], x=self.x[idx], y=self.y[idx], region=self.region[idx],
-            label=self.label[idx], patient=self.patient[idx], lab=self.lab[idx],
-            core=None if self.core is None else self.core[idx], line=self.line[idx],
+            self,
+            file=self.file[idx],
+            x=self.x[idx],
+            y=self.y[idx],
+            region=self.region[idx],
+            label=self.label[idx],
+            patient=self.patient[idx],
+            lab=self.lab[idx],
+            core=None if self.core is None else self.core[idx],
+            line=self.line[idx],
             extra={k: v[idx] for k, v in self.extra.items()},
         )
 
@@ -135,10 +142,23 @@ def read_annotations(
         missing.append(c.lab)
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; found {header}")
-    known = {c.file, c.x, c.y, c.label, c.patient, c.lab, c.core, c.x_min, c.x_max, c.y_min, c.y_max}
+    known = {
+        c.file,
+        c.x,
+        c.y,
+        c.label,
+        c.patient,
+        c.lab,
+        c.core,
+        c.x_min,
+        c.x_max,
+        c.y_min,
+        c.y_max,
+    }
     extra_cols = [h for h in header if h not in known]
-    rows: dict[str, list] = {k: [] for k in ("file", "x", "y", "region", "label", "patient",
-                                               "lab", "core", "line")}
+    rows: dict[str, list] = {
+        k: [] for k in ("file", "x", "y", "region", "label", "patient", "lab", "core", "line")
+    }
     extra: dict[str, list[str]] = {k: [] for k in extra_cols}
 
     def as_int(row: dict, key: str, line: int) -> int:
@@ -146,7 +166,9 @@ def read_annotations(
         try:
             return int(float(v)) if float(v).is_integer() else int(v)
         except ValueError:
-            raise ValueError(f"{path}: line {line}: column {key!r} must be an integer, got {v!r}") from None
+            raise ValueError(
+                f"{path}: line {line}: column {key!r} must be an integer, got {v!r}"
+            ) from None
 
     for k, row in enumerate(reader):
         line = k + 2
@@ -182,11 +204,14 @@ def read_annotations(
     if not rows["label"]:
         raise ValueError(f"{path}: no annotation rows")
     ann = Annotations(
-        source=path, base_dir=path.parent.resolve(),
-        file=np.asarray(rows["file"], dtype=str), x=np.asarray(rows["x"], dtype=np.int64),
+        source=path,
+        base_dir=path.parent.resolve(),
+        file=np.asarray(rows["file"], dtype=str),
+        x=np.asarray(rows["x"], dtype=np.int64),
         y=np.asarray(rows["y"], dtype=np.int64),
         region=np.asarray(rows["region"], dtype=np.int64).reshape(-1, 4),
-        label=np.asarray(rows["label"], dtype=str), patient=np.asarray(rows["patient"], dtype=str),
+        label=np.asarray(rows["label"], dtype=str),
+        patient=np.asarray(rows["patient"], dtype=str),
         lab=np.asarray(rows["lab"], dtype=str),
         core=np.asarray(rows["core"], dtype=str) if c.core in header else None,
         line=np.asarray(rows["line"], dtype=np.int64),
@@ -260,6 +285,10 @@ def locate_pixels(
                 idx.append(lookup[p])
     rows = np.asarray(keep, dtype=np.int64)
     out = ann.take(rows)
-    out = replace(out, x=np.asarray(xs, dtype=np.int64), y=np.asarray(ys, dtype=np.int64),
-                  region=np.full((len(rows), 4), -1, dtype=np.int64))
+    out = replace(
+        out,
+        x=np.asarray(xs, dtype=np.int64),
+        y=np.asarray(ys, dtype=np.int64),
+        region=np.full((len(rows), 4), -1, dtype=np.int64),
+    )
     return out, np.asarray(idx, dtype=np.int64)

@@ -60,7 +60,9 @@ class SpectraTable:
     def __post_init__(self) -> None:
         n = self.intensities.shape[0]
         if self.intensities.ndim != 2 or self.intensities.shape[1] != self.mz.shape[0]:
-            raise ValueError(f"intensities {self.intensities.shape} do not match mz {self.mz.shape}")
+            raise ValueError(
+                f"intensities {self.intensities.shape} do not match mz {self.mz.shape}"
+            )
         for name in ("label", "patient", "lab", "file", "x", "y"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"{name} has {len(getattr(self, name))} entries, expected {n}")
@@ -81,9 +83,15 @@ class SpectraTable:
         """Rows ``idx`` (indices or boolean mask)."""
         idx = np.asarray(idx)
         return replace(
-            self, intensities=self.intensities[idx], label=self.label[idx],
-            patient=self.patient[idx], lab=self.lab[idx], file=self.file[idx], x=self.x[idx],
-            y=self.y[idx], core=None if self.core is None else self.core[idx],
+            self,
+            intensities=self.intensities[idx],
+            label=self.label[idx],
+            patient=self.patient[idx],
+            lab=self.lab[idx],
+            file=self.file[idx],
+            x=self.x[idx],
+            y=self.y[idx],
+            core=None if self.core is None else self.core[idx],
             extra={k: v[idx] for k, v in self.extra.items()},
         )
 
@@ -129,8 +137,11 @@ def plan_loading(
     repair: bool = False,
 ) -> LoadPlan:
     """Validate annotations against the images and fix the axis and the pipeline."""
-    ann = annotations if isinstance(annotations, Annotations) else read_annotations(
-        annotations, columns=columns)
+    ann = (
+        annotations
+        if isinstance(annotations, Annotations)
+        else read_annotations(annotations, columns=columns)
+    )
     readers: dict[str, ImzMLReader] = {}
     for fname in ann.files():
         path = ann.resolve(fname)
@@ -143,9 +154,12 @@ def plan_loading(
     grid = None if shared else _reference_grid(readers, bin_width)
     centroid = any(r.spectrum_type == "centroid" for r in readers.values())
     if grid is not None:
-        logger.info("resampling onto a common grid of %d points (%.2f–%.2f)", len(grid),
-                    grid[0], grid[-1])
-    user = preprocessing.steps if isinstance(preprocessing, Pipeline) else tuple(preprocessing or ())
+        logger.info(
+            "resampling onto a common grid of %d points (%.2f–%.2f)", len(grid), grid[0], grid[-1]
+        )
+    user = (
+        preprocessing.steps if isinstance(preprocessing, Pipeline) else tuple(preprocessing or ())
+    )
     steps: list[Step] = [*user, TICNormalize()]
     axis = grid if grid is not None else axes[0]
     lo, hi = (float(axis[0]), float(axis[-1])) if mz_range is None else mz_range
@@ -155,8 +169,13 @@ def plan_loading(
         edges = uniform_edges(float(lo), float(hi), float(bin_width))
         steps.append(Bin(tuple(edges.tolist()), "sum" if centroid else "mean"))
     return LoadPlan(
-        annotations=pix, spectrum_index=spec, readers=readers, grid=grid,
-        resample_method="sum" if centroid else "linear", pipeline=Pipeline(tuple(steps)))
+        annotations=pix,
+        spectrum_index=spec,
+        readers=readers,
+        grid=grid,
+        resample_method="sum" if centroid else "linear",
+        pipeline=Pipeline(tuple(steps)),
+    )
 
 
 def iter_table_blocks(
@@ -168,7 +187,7 @@ def iter_table_blocks(
     for fname, reader in plan.readers.items():
         rows_f = np.flatnonzero(ann.file == fname)
         for s in range(0, len(rows_f), block_size):
-            rows = rows_f[s: s + block_size]
+            rows = rows_f[s : s + block_size]
             idx = plan.spectrum_index[rows]
             if plan.grid is None:
                 mz, block = reader.mz_axis(), reader.read_rows(idx).astype(np.float64)
@@ -210,8 +229,14 @@ def load_table(
     >>> t.intensities.shape, t.classes                            # doctest: +SKIP
     ((2880, 2600), ('breast', 'ovarian'))
     """
-    plan = plan_loading(annotations_csv, mz_range=mz_range, bin_width=bin_width,
-                        preprocessing=preprocessing, columns=columns, repair=repair)
+    plan = plan_loading(
+        annotations_csv,
+        mz_range=mz_range,
+        bin_width=bin_width,
+        preprocessing=preprocessing,
+        columns=columns,
+        repair=repair,
+    )
     return table_from_plan(plan)
 
 
@@ -234,7 +259,15 @@ def table_from_plan(plan: LoadPlan, block_size: int = 1024) -> SpectraTable:
         if r.repairs:
             logger.warning("%s: repairs %s", r.path, dict(r.repairs))
     return SpectraTable(
-        mz=np.asarray(mz, dtype=np.float64), intensities=x, label=ann.label, patient=ann.patient,
-        lab=ann.lab, file=ann.file, x=ann.x, y=ann.y, core=ann.core, extra=dict(ann.extra),
+        mz=np.asarray(mz, dtype=np.float64),
+        intensities=x,
+        label=ann.label,
+        patient=ann.patient,
+        lab=ann.lab,
+        file=ann.file,
+        x=ann.x,
+        y=ann.y,
+        core=ann.core,
+        extra=dict(ann.extra),
         pipeline=plan.pipeline.to_json(),
     )

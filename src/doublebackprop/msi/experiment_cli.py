@@ -16,6 +16,7 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,14 +25,32 @@ logger = logging.getLogger(__name__)
 MODEL_KEYS = ("isotopenet", "isotopenet+drr", "resnet1d", "resnet1d+drr", "linear")
 
 #: the quick settings of ``doublebackprop demo`` (≤ 10 min on 2 CPU cores) and ``--full``
-QUICK = dict(epochs=8, batch_size=32, lr=3e-3, lambdas=(1e-2, 3e-2), inner_folds=1, refit=False,
-             bin_width=1.0, linear_grid=(5, 10, 20, 50, 100, 200), resnet_width=(8, 16, 16),
-             n_bootstrap=500, intralab=("isotopenet",))
-FULL = dict(epochs=400, batch_size=150, lr=5e-4, lambdas=None, inner_folds=3, refit=True,
-            bin_width=None, linear_grid=(5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 125, 150,
-                                         175, 200),
-            resnet_width=(16, 128, 256), n_bootstrap=1000,
-            intralab=("isotopenet", "isotopenet+drr", "linear"))
+QUICK: dict[str, Any] = dict(
+    epochs=6,
+    batch_size=32,
+    lr=3e-3,
+    lambdas=(1e-2, 3e-2),
+    inner_folds=1,
+    refit=False,
+    bin_width=1.0,
+    linear_grid=(5, 10, 20, 50, 100, 200),
+    resnet_width=(8, 16, 16),
+    n_bootstrap=500,
+    intralab=("isotopenet",),
+)
+FULL: dict[str, Any] = dict(
+    epochs=400,
+    batch_size=150,
+    lr=5e-4,
+    lambdas=None,
+    inner_folds=3,
+    refit=True,
+    bin_width=None,
+    linear_grid=(5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 125, 150, 175, 200),
+    resnet_width=(16, 128, 256),
+    n_bootstrap=1000,
+    intralab=("isotopenet", "isotopenet+drr", "linear"),
+)
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -51,37 +70,80 @@ def _keys(text: str) -> tuple[str, ...]:
 
 def _add_experiment_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--full", action="store_true",
-                   help="paper-scale settings: 400 epochs, batch 150, lr 5e-4, λ 1e-2…1e-5 in "
-                        "half decades, 3 validation folds, refit, native m/z axis")
-    p.add_argument("--models", type=_keys, default=MODEL_KEYS,
-                   help=f"comma-separated subset of {','.join(MODEL_KEYS)}")
-    p.add_argument("--mz-range", nargs=2, type=float, default=(700.0, 2000.0),
-                   metavar=("MIN", "MAX"), help="crop after TIC normalisation (default 700 2000)")
-    p.add_argument("--bin-width", type=float, default=None,
-                   help="bin spectra to this width in Da (default: demo 1.0, --full native axis)")
-    p.add_argument("--lambdas", type=_floats, default=None,
-                   help="DRR λ grid (λ1 = λ2 = λ), e.g. '1e-2 1e-3'")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="paper-scale settings: 400 epochs, batch 150, lr 5e-4, λ 1e-2…1e-5 in "
+        "half decades, 3 validation folds, refit, native m/z axis",
+    )
+    p.add_argument(
+        "--models",
+        type=_keys,
+        default=MODEL_KEYS,
+        help=f"comma-separated subset of {','.join(MODEL_KEYS)}",
+    )
+    p.add_argument(
+        "--mz-range",
+        nargs=2,
+        type=float,
+        default=(700.0, 2000.0),
+        metavar=("MIN", "MAX"),
+        help="crop after TIC normalisation (default 700 2000)",
+    )
+    p.add_argument(
+        "--bin-width",
+        type=float,
+        default=None,
+        help="bin spectra to this width in Da (default: demo 1.0, --full native axis)",
+    )
+    p.add_argument(
+        "--lambdas", type=_floats, default=None, help="DRR λ grid (λ1 = λ2 = λ), e.g. '1e-2 1e-3'"
+    )
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--engine", default="adjoint",
-                   choices=("adjoint", "autograd", "sweeps", "finite_difference"))
+    p.add_argument(
+        "--engine",
+        default="adjoint",
+        choices=("adjoint", "autograd", "sweeps", "finite_difference"),
+    )
     p.add_argument("--folds", type=int, default=5, help="patient-grouped folds (default 5)")
-    p.add_argument("--validation", choices=("target", "source"), default="target",
-                   help="validation spots for λ/N: target lab (the paper) or source lab (strict)")
-    p.add_argument("--inner-folds", type=int, default=None,
-                   help="validation folds per test fold (default: demo 1, --full 3)")
-    p.add_argument("--no-refit", dest="refit", action="store_false", default=None,
-                   help="test the model trained for validation instead of retraining")
+    p.add_argument(
+        "--validation",
+        choices=("target", "source"),
+        default="target",
+        help="validation spots for λ/N: target lab (the paper) or source lab (strict)",
+    )
+    p.add_argument(
+        "--inner-folds",
+        type=int,
+        default=None,
+        help="validation folds per test fold (default: demo 1, --full 3)",
+    )
+    p.add_argument(
+        "--no-refit",
+        dest="refit",
+        action="store_false",
+        default=None,
+        help="test the model trained for validation instead of retraining",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--intralab", type=_keys, default=None,
-                   help="models also run within each lab (contrast)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="training processes (default: number of CPU cores, at most 4)")
+    p.add_argument(
+        "--intralab", type=_keys, default=None, help="models also run within each lab (contrast)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="training processes (default: number of CPU cores, at most 4)",
+    )
     p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples")
-    p.add_argument("--biomarkers", type=Path, default=None,
-                   help="CSV with an 'mz' (and optional 'isotope_mz') column of true peaks")
+    p.add_argument(
+        "--biomarkers",
+        type=Path,
+        default=None,
+        help="CSV with an 'mz' (and optional 'isotope_mz') column of true peaks",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -89,19 +151,29 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``doublebackprop demo`` (the lead's top-level command)."""
     _add_experiment_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated cohort")
-    parser.add_argument("--annotations", type=Path, default=None,
-                        help="your own annotation CSV (imzML files + label/patient/lab columns) "
-                             "instead of the simulated cohort")
+    parser.add_argument(
+        "--annotations",
+        type=Path,
+        default=None,
+        help="your own annotation CSV (imzML files + label/patient/lab columns) "
+        "instead of the simulated cohort",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``interlab`` to the ``doublebackprop msi`` sub-commands."""
     p = subparsers.add_parser(
-        "interlab", help="inter-lab tumour typing: IsotopeNet ± DRR, ResNet-1D ± DRR, linear",
+        "interlab",
+        help="inter-lab tumour typing: IsotopeNet ± DRR, ResNet-1D ± DRR, linear",
         description="Train on one lab, test on the other (both directions, patient-grouped "
-                    "folds); write results.json, results.csv, plots and report.html to --out.")
-    p.add_argument("--annotations", type=Path, required=True,
-                   help="annotation CSV: file,x,y,label,patient,lab[,core]")
+        "folds); write results.json, results.csv, plots and report.html to --out.",
+    )
+    p.add_argument(
+        "--annotations",
+        type=Path,
+        required=True,
+        help="annotation CSV: file,x,y,label,patient,lab[,core]",
+    )
     _add_experiment_arguments(p)
     p.set_defaults(func=run_interlab_command)
 
@@ -117,12 +189,19 @@ def run_demo(args: argparse.Namespace) -> int:
     return _run(args, simulate_seed=seed)
 
 
-def _settings(args: argparse.Namespace) -> dict:
-    base = dict(FULL if args.full else QUICK)
-    for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
-                       ("lambdas", args.lambdas), ("inner_folds", args.inner_folds),
-                       ("refit", args.refit), ("bin_width", args.bin_width),
-                       ("n_bootstrap", args.bootstrap), ("intralab", args.intralab)):
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    base: dict[str, Any] = dict(FULL if args.full else QUICK)
+    for key, value in (
+        ("epochs", args.epochs),
+        ("batch_size", args.batch_size),
+        ("lr", args.lr),
+        ("lambdas", args.lambdas),
+        ("inner_folds", args.inner_folds),
+        ("refit", args.refit),
+        ("bin_width", args.bin_width),
+        ("n_bootstrap", args.bootstrap),
+        ("intralab", args.intralab),
+    ):
         if value is not None:
             base[key] = value
     if base["lambdas"] is None:
@@ -130,8 +209,10 @@ def _settings(args: argparse.Namespace) -> dict:
 
         base["lambdas"] = PAPER_LAMBDAS
     if any(v <= 0 for v in base["lambdas"]):
-        raise ValueError(f"--lambdas: λ must be > 0 (DRR off is the model without '+drr'), "
-                         f"got {list(base['lambdas'])}")
+        raise ValueError(
+            f"--lambdas: λ must be > 0 (DRR off is the model without '+drr'), "
+            f"got {list(base['lambdas'])}"
+        )
     if base["refit"] is False and base["inner_folds"] != 1:
         raise ValueError("--no-refit needs --inner-folds 1")
     lo, hi = args.mz_range
@@ -156,8 +237,14 @@ def _specs(keys: tuple[str, ...], s: dict, epochs: int) -> list:
         else:
             name = key.split("+")[0]
             build = IsotopeNet if name == "isotopenet" else resnet
-            out.append(ModelSpec(name, build, grid=lam if key.endswith("+drr") else (0.0,),
-                                 relative_cost=1.0 if name == "isotopenet" else 2.0))
+            out.append(
+                ModelSpec(
+                    name,
+                    build,
+                    grid=lam if key.endswith("+drr") else (0.0,),
+                    relative_cost=1.0 if name == "isotopenet" else 2.0,
+                )
+            )
     return out
 
 
@@ -182,8 +269,9 @@ def _load(annotations: Path, mz_range: tuple[float, float], bin_width: float | N
     lo, hi = mz_range
     tol = 0.01 * (hi - lo)
     if lo < lo_d - tol or hi > hi_d + tol:
-        raise ValueError(f"--mz-range {lo:g}–{hi:g} lies outside the data's m/z range "
-                         f"{lo_d:.1f}–{hi_d:.1f}")
+        raise ValueError(
+            f"--mz-range {lo:g}–{hi:g} lies outside the data's m/z range {lo_d:.1f}–{hi_d:.1f}"
+        )
     plan = plan_loading(plan.annotations, mz_range=mz_range, bin_width=bin_width)
     return table_from_plan(plan)
 
@@ -195,14 +283,22 @@ def _run(args: argparse.Namespace, *, simulate_seed: int | None) -> int:
 
     t_start = time.perf_counter()
     s = _settings(args)  # bad options fail here, before any work
-    train = TrainConfig(epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"],
-                        engine=args.engine)
+    train = TrainConfig(
+        epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"], engine=args.engine
+    )
     workers = args.workers or min(os.cpu_count() or 1, 4)
     specs = _specs(tuple(args.models), s, train.epochs)
-    config = ProtocolConfig(n_splits=args.folds, validation=args.validation,
-                            inner_folds=s["inner_folds"], refit=s["refit"], train=train,
-                            seeds=tuple(args.seeds), intralab=tuple(s["intralab"]),
-                            n_bootstrap=s["n_bootstrap"], workers=workers)
+    config = ProtocolConfig(
+        n_splits=args.folds,
+        validation=args.validation,
+        inner_folds=s["inner_folds"],
+        refit=s["refit"],
+        train=train,
+        seeds=tuple(args.seeds),
+        intralab=tuple(s["intralab"]),
+        n_bootstrap=s["n_bootstrap"],
+        workers=workers,
+    )
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     bar = None if args.no_progress else _tqdm()
@@ -218,12 +314,19 @@ def _run(args: argparse.Namespace, *, simulate_seed: int | None) -> int:
     else:
         annotations = args.annotations
     table = _load(annotations, tuple(args.mz_range), s["bin_width"])
-    _say(f"{len(table)} spectra × {table.intensities.shape[1]} m/z bins, classes "
-         f"{table.classes}, labs {sorted(set(table.lab.tolist()))}")
+    _say(
+        f"{len(table)} spectra × {table.intensities.shape[1]} m/z bins, classes "
+        f"{table.classes}, labs {sorted(set(table.lab.tolist()))}"
+    )
     progress = None
     if bar is not None:
-        pbar = bar(total=1.0, unit="work", desc="training", dynamic_ncols=True,
-                   bar_format="{l_bar}{bar}| {percentage:3.0f}% [{elapsed}<{remaining}]")
+        pbar = bar(
+            total=1.0,
+            unit="work",
+            desc="training",
+            dynamic_ncols=True,
+            bar_format="{l_bar}{bar}| {percentage:3.0f}% [{elapsed}<{remaining}]",
+        )
 
         def progress(done: float, total: float, what: str) -> None:
             pbar.total = total
@@ -232,26 +335,54 @@ def _run(args: argparse.Namespace, *, simulate_seed: int | None) -> int:
             pbar.refresh()
 
     try:
-        result = run_interlab(table.intensities, table.label, table.patient, table.lab, specs,
-                              config=config, mz=table.mz, biomarkers=biomarkers,
-                              progress=progress)
+        result = run_interlab(
+            table.intensities,
+            table.label,
+            table.patient,
+            table.lab,
+            specs,
+            config=config,
+            mz=table.mz,
+            biomarkers=biomarkers,
+            progress=progress,
+        )
     finally:
         if bar is not None:
             pbar.close()
     records = list(result.records)
     write_tables(records, out)
     core = table.core if table.core is not None else table.file
-    plots = write_plots(result, out, core=np.char.add(np.char.add(table.lab, ":"), core),
-                        xs=table.x, ys=table.y, y_true=table.label_index())
+    plots = write_plots(
+        result,
+        out,
+        core=np.char.add(np.char.add(table.lab, ":"), core),
+        xs=table.x,
+        ys=table.y,
+        y_true=table.label_index(),
+    )
     seconds = time.perf_counter() - t_start
-    notes = [f"Total run time {seconds / 60:.1f} min, {workers} worker process(es). "
-             + ("Paper-scale settings (--full)." if args.full else
-                "Quick demo settings; --full runs the paper's 400 epochs and λ grid.")]
+    notes = [
+        f"Total run time {seconds / 60:.1f} min, {workers} worker process(es). "
+        + (
+            "Paper-scale settings (--full)."
+            if args.full
+            else "Quick demo settings; --full runs the paper's 400 epochs and λ grid."
+        )
+    ]
     write_report(result, out, plots, notes=notes)
-    (out / "settings.json").write_text(json.dumps(
-        {"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in s.items()},
-         "workers": workers, "engine": args.engine, "seconds": seconds,
-         "annotations": str(annotations), "simulated_seed": simulate_seed}, indent=1))
+    (out / "settings.json").write_text(
+        json.dumps(
+            {
+                "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in s.items()},
+                "workers": workers,
+                "engine": args.engine,
+                "seconds": seconds,
+                "annotations": str(annotations),
+                "simulated_seed": simulate_seed,
+            },
+            indent=1,
+        )
+    )
     print(format_table(records))
     _say(f"wrote {out / 'results.json'} and {out / 'report.html'} in {seconds / 60:.1f} min")
     return 0

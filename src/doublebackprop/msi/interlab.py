@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-PAPER_LAMBDAS = tuple(float(10.0 ** -e) for e in np.arange(2.0, 5.01, 0.5))  # 1e-2 … 1e-5
+PAPER_LAMBDAS = tuple(float(10.0**-e) for e in np.arange(2.0, 5.01, 0.5))  # 1e-2 … 1e-5
 Validation = Literal["target", "source"]
 
 
@@ -88,14 +88,19 @@ class ProtocolConfig:
         if self.validation not in ("target", "source"):
             raise ValueError(f"validation must be 'target' or 'source', got {self.validation!r}")
         if not isinstance(self.n_splits, int) or self.n_splits < 3 and self.n_splits != 1:
-            raise ValueError(f"n_splits must be 1 (leave-one-lab-out) or an int >= 3 (test, "
-                             f"validation, training), got {self.n_splits!r}")
+            raise ValueError(
+                f"n_splits must be 1 (leave-one-lab-out) or an int >= 3 (test, "
+                f"validation, training), got {self.n_splits!r}"
+            )
         if self.n_splits == 1:
             if not self.refit or self.intralab:
-                raise ValueError("n_splits=1 (leave-one-lab-out) needs refit=True and no "
-                                 "intra-lab runs")
+                raise ValueError(
+                    "n_splits=1 (leave-one-lab-out) needs refit=True and no intra-lab runs"
+                )
         elif not 1 <= self.inner_folds <= self.n_splits - 2:
-            raise ValueError(f"inner_folds must be in 1..{self.n_splits - 2}, got {self.inner_folds}")
+            raise ValueError(
+                f"inner_folds must be in 1..{self.n_splits - 2}, got {self.inner_folds}"
+            )
         if not self.refit and self.inner_folds != 1:
             raise ValueError("refit=False needs inner_folds == 1")
         if not self.seeds:
@@ -148,16 +153,21 @@ def validate_cohort(
     if len(labels) == 0:
         raise ValueError("the cohort holds no spectra")
     if np.any(np.char.str_len(patients) == 0):
-        raise ValueError("patient ids are missing (the annotations need a 'patient' column "
-                         "with a value on every row): the folds are grouped by patient")
+        raise ValueError(
+            "patient ids are missing (the annotations need a 'patient' column "
+            "with a value on every row): the folds are grouped by patient"
+        )
     if np.any(np.char.str_len(labs) == 0):
-        raise ValueError("lab names are missing (the annotations need a 'lab' column with a "
-                         "value on every row): the inter-lab protocol trains on one lab and "
-                         "tests on another")
+        raise ValueError(
+            "lab names are missing (the annotations need a 'lab' column with a "
+            "value on every row): the inter-lab protocol trains on one lab and "
+            "tests on another"
+        )
     classes = sorted(set(labels.tolist()))
     if len(classes) < 2:
-        raise ValueError(f"a single class {classes} in the annotations: classification needs "
-                         f"at least two")
+        raise ValueError(
+            f"a single class {classes} in the annotations: classification needs at least two"
+        )
     lab_names = sorted(set(labs.tolist()))
     if len(lab_names) != 2:
         raise ValueError(f"the inter-lab protocol needs exactly two labs, found {lab_names}")
@@ -165,12 +175,19 @@ def validate_cohort(
         for c in classes:
             sel = (labs == lab) & (labels == c)
             if not sel.any():
-                raise ValueError(f"lab {lab!r} has no spots of class {c!r}: it can neither "
-                                 f"train nor test that class")
+                raise ValueError(
+                    f"lab {lab!r} has no spots of class {c!r}: it can neither "
+                    f"train nor test that class"
+                )
             n_pat = len(set(patients[sel].tolist()))
             if n_pat < n_splits:
-                logger.warning("lab %r class %r has %d patients for %d folds; some folds lack it",
-                               lab, c, n_pat, n_splits)
+                logger.warning(
+                    "lab %r class %r has %d patients for %d folds; some folds lack it",
+                    lab,
+                    c,
+                    n_pat,
+                    n_splits,
+                )
     n_pat = len(set(patients.tolist()))
     if n_pat < n_splits:
         raise ValueError(f"{n_pat} patients are too few for {n_splits} patient-grouped folds")
@@ -183,8 +200,10 @@ def _folds(labels: np.ndarray, patients: np.ndarray, labs: np.ndarray, cfg: Prot
     if cfg.n_splits == 1:
         both = set(patients[labs == labs[0]].tolist()) & set(patients[labs != labs[0]].tolist())
         if both:
-            raise ValueError(f"n_splits=1 trains on one lab and tests on the other, but patients "
-                             f"{sorted(both)[:5]} are in both labs; use patient folds (>= 3)")
+            raise ValueError(
+                f"n_splits=1 trains on one lab and tests on the other, but patients "
+                f"{sorted(both)[:5]} are in both labs; use patient folds (>= 3)"
+            )
         return np.zeros(len(labels), dtype=np.int64)
     # a patient measured in both labs keeps one fold; stratify by class × (set of labs)
     pl: dict[str, set[str]] = {}
@@ -196,8 +215,13 @@ def _folds(labels: np.ndarray, patients: np.ndarray, labs: np.ndarray, cfg: Prot
     return folds
 
 
-def _plan(specs: Sequence[ModelSpec], folds: np.ndarray, labs: np.ndarray,
-          lab_names: tuple[str, str], cfg: ProtocolConfig) -> list[tuple]:
+def _plan(
+    specs: Sequence[ModelSpec],
+    folds: np.ndarray,
+    labs: np.ndarray,
+    lab_names: tuple[str, str],
+    cfg: ProtocolConfig,
+) -> list[tuple]:
     """(spec, protocol, source, target, k, inner folds) for every arm and outer fold."""
     pairs = [("interlab", lab_names[0], lab_names[1]), ("interlab", lab_names[1], lab_names[0])]
     intra = [("intralab", lab, lab) for lab in lab_names]
@@ -226,12 +250,15 @@ def _select(spec: ModelSpec, results: list[JobResult]) -> object:
     return max(spec.grid, key=lambda h: (scores[h], -spec.grid.index(h)))
 
 
-def _final_jobs(plan, sel_res: list[JobResult], config: ProtocolConfig, folds: np.ndarray,
-                labs: np.ndarray):
+def _final_jobs(
+    plan, sel_res: list[JobResult], config: ProtocolConfig, folds: np.ndarray, labs: np.ndarray
+):
     """Chosen hyper-parameter per (arm, outer fold) and the refit jobs that use it."""
     chosen: dict[tuple, object] = {}
     for spec, protocol, src, tgt, k, _ in plan:
-        mine = [r for r in sel_res if r.job.spec == spec and r.job.tag[:4] == (protocol, src, tgt, k)]
+        mine = [
+            r for r in sel_res if r.job.spec == spec and r.job.tag[:4] == (protocol, src, tgt, k)
+        ]
         chosen[(spec.key, protocol, src, tgt, k)] = _select(spec, mine) if mine else spec.grid[0]
     fin_jobs: list[Job] = []
     if not config.refit:
@@ -239,10 +266,17 @@ def _final_jobs(plan, sel_res: list[JobResult], config: ProtocolConfig, folds: n
     for spec, protocol, src, tgt, k, _ in plan:
         h = chosen[(spec.key, protocol, src, tgt, k)]
         for s in config.seeds:
-            fin_jobs.append(Job(spec=spec, hyper=h, seed=s,
-                                train=np.flatnonzero((labs == src) & _outside(folds, k, config.n_splits)),
-                                evals={"test": np.flatnonzero((labs == tgt) & (folds == k))},
-                                tag=(protocol, src, tgt, k, None), relevance=True))
+            fin_jobs.append(
+                Job(
+                    spec=spec,
+                    hyper=float(h),  # type: ignore[arg-type]
+                    seed=s,
+                    train=np.flatnonzero((labs == src) & _outside(folds, k, config.n_splits)),
+                    evals={"test": np.flatnonzero((labs == tgt) & (folds == k))},
+                    tag=(protocol, src, tgt, k, None),
+                    relevance=True,
+                )
+            )
     return chosen, fin_jobs
 
 
@@ -298,6 +332,9 @@ def run_interlab(
     mzv = np.arange(x.shape[1], dtype=np.float64) if mz is None else np.asarray(mz, np.float64)
     if not specs:
         raise ValueError("specs must name at least one model")
+    keys = [spec.key for spec in specs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"specs must have distinct keys (name + '+drr'), got {keys}")
     mask = None if biomarkers is None else biomarker_mask(mzv, biomarkers, biomarker_tolerance)
     folds = _folds(labels, patients, labs, config)
     plan = _plan(specs, folds, labs, lab_names, config)
@@ -318,42 +355,59 @@ def run_interlab(
                 evals["test"] = where(tgt, folds == k)
             for h in spec.grid:
                 for s in config.seeds:
-                    sel_jobs.append(Job(spec=spec, hyper=h, seed=s, train=train, evals=evals,
-                                        tag=(protocol, src, tgt, k, v),
-                                        relevance=not config.refit))
+                    sel_jobs.append(
+                        Job(
+                            spec=spec,
+                            hyper=h,
+                            seed=s,
+                            train=train,
+                            evals=evals,
+                            tag=(protocol, src, tgt, k, v),
+                            relevance=not config.refit,
+                        )
+                    )
     final_jobs_planned = [] if not config.refit else plan
     total = sum(j.cost(config.train) for j in sel_jobs)
     total += sum(
-        len(where(src, _outside(folds, k, config.n_splits))) * config.train.epochs * spec.relative_cost * len(config.seeds)
+        len(where(src, _outside(folds, k, config.n_splits)))
+        * config.train.epochs
+        * spec.relative_cost
+        * len(config.seeds)
         for spec, _, src, _, k, _ in final_jobs_planned
     )
     done = [0.0]
 
-    def tick(job: Job) -> None:
-        done[0] += job.cost(config.train)
+    def tick(job: Job, fraction: float) -> None:
+        done[0] += job.cost(config.train) * fraction
         if progress is not None:
             progress(done[0], total, job.spec.key)
 
     shared = {"x": x, "y": y, "mask": mask, "num_classes": len(cls)}
     with JobRunner(shared, config.train, workers=config.workers) as runner:
-        sel_res = runner.run(sel_jobs, on_done=tick)
+        sel_res = runner.run(sel_jobs, on_progress=tick)
         chosen, fin_jobs = _final_jobs(plan, sel_res, config, folds, labs)
-        fin_res = runner.run(fin_jobs, on_done=tick)
+        fin_res = runner.run(fin_jobs, on_progress=tick)
 
     if config.refit:
         test_res = fin_res
     else:
-        test_res = [r for r in sel_res
-                    if r.job.hyper == chosen[(r.job.spec.key, *r.job.tag[:4])]]
+        test_res = [r for r in sel_res if r.job.hyper == chosen[(r.job.spec.key, *r.job.tag[:4])]]
     arms = _assemble(specs, plan, test_res, chosen, config, x.shape[1])
     records = _records(arms, y, patients, labs, cls, mask, config)
-    return ExperimentResult(records=tuple(records), arms=tuple(arms), classes=cls,
-                            labs=lab_names, mz=mzv, biomarkers=None if biomarkers is None
-                            else np.asarray(biomarkers, np.float64), config=config)
+    return ExperimentResult(
+        records=tuple(records),
+        arms=tuple(arms),
+        classes=cls,
+        labs=lab_names,
+        mz=mzv,
+        biomarkers=None if biomarkers is None else np.asarray(biomarkers, np.float64),
+        config=config,
+    )
 
 
-def _assemble(specs, plan, results: list[JobResult], chosen, cfg: ProtocolConfig,
-              length: int) -> list[Arm]:
+def _assemble(
+    specs, plan, results: list[JobResult], chosen, cfg: ProtocolConfig, length: int
+) -> list[Arm]:
     arms = []
     keys = []
     for spec, protocol, src, tgt, _, _ in plan:
@@ -362,7 +416,10 @@ def _assemble(specs, plan, results: list[JobResult], chosen, cfg: ProtocolConfig
     for spec, protocol, src, tgt in keys:
         mine = [r for r in results if r.job.spec == spec and r.job.tag[:3] == (protocol, src, tgt)]
         mine.sort(key=lambda r: (r.job.tag[3], r.job.seed))
-        index, preds, rel, secs = [], {s: [] for s in cfg.seeds}, None, 0.0
+        index: list[np.ndarray] = []
+        preds: dict[int, list[np.ndarray]] = {s: [] for s in cfg.seeds}
+        rel: RelevanceSummary | None = None
+        secs = 0.0
         for r in mine:
             secs += r.seconds
             preds[r.job.seed].append(r.pred["test"])
@@ -371,32 +428,68 @@ def _assemble(specs, plan, results: list[JobResult], chosen, cfg: ProtocolConfig
                 if r.relevance is not None:
                     rel = r.relevance if rel is None else rel.merge(r.relevance)
         idx = np.concatenate(index) if index else np.zeros(0, np.int64)
-        pred = np.stack([np.concatenate(preds[s]) for s in cfg.seeds]) if index else np.zeros((1, 0))
+        pred = (
+            np.stack([np.concatenate(preds[s]) for s in cfg.seeds]) if index else np.zeros((1, 0))
+        )
         picks = tuple(chosen[(spec.key, protocol, src, tgt, k)] for k in range(cfg.n_splits))
-        arms.append(Arm(spec=spec, protocol=protocol, source=src, target=tgt, index=idx,
-                        pred=pred, chosen=picks, relevance=rel, seconds=secs))
+        arms.append(
+            Arm(
+                spec=spec,
+                protocol=protocol,
+                source=src,
+                target=tgt,
+                index=idx,
+                pred=pred,
+                chosen=picks,
+                relevance=rel,
+                seconds=secs,
+            )
+        )
     return arms
 
 
-def _record(spec: ModelSpec, protocol: str, direction: str, arms: list[Arm], y, patients, labs,
-            classes, mask, cfg: ProtocolConfig) -> dict:
+def _record(
+    spec: ModelSpec,
+    protocol: str,
+    direction: str,
+    arms: list[Arm],
+    y,
+    patients,
+    labs,
+    classes,
+    mask,
+    cfg: ProtocolConfig,
+) -> dict:
     idx = np.concatenate([a.index for a in arms])
     pred = np.concatenate([a.pred for a in arms], axis=1)
     groups = np.char.add(np.char.add(patients[idx], "@"), labs[idx])
-    sc = score_predictions(y[idx], pred, groups, num_classes=len(classes),
-                           n_bootstrap=cfg.n_bootstrap, seed=cfg.fold_seed)
+    sc = score_predictions(
+        y[idx],
+        pred,
+        groups,
+        num_classes=len(classes),
+        n_bootstrap=cfg.n_bootstrap,
+        seed=cfg.fold_seed,
+    )
     rel = None
     for a in arms:
         if a.relevance is not None:
             rel = a.relevance if rel is None else rel.merge(a.relevance)
     rec = {
-        "model": spec.name, "drr": spec.drr, "protocol": protocol, "direction": direction,
+        "model": spec.name,
+        "drr": spec.drr,
+        "protocol": protocol,
+        "direction": direction,
         "validation": cfg.validation if (len(spec.grid) > 1 or not cfg.refit) else "none",
-        "spot_balanced_accuracy": sc.spot, "spot_ci": list(sc.spot_ci),
-        "patient_balanced_accuracy": sc.patient, "patient_ci": list(sc.patient_ci),
-        "n_spots": sc.n_spots, "n_patients": sc.n_patients,
+        "spot_balanced_accuracy": sc.spot,
+        "spot_ci": list(sc.spot_ci),
+        "patient_balanced_accuracy": sc.patient,
+        "patient_ci": list(sc.patient_ci),
+        "n_spots": sc.n_spots,
+        "n_patients": sc.n_patients,
         spec.hyper_name: [c for a in arms for c in a.chosen],
-        "seeds": list(cfg.seeds), "train_seconds": float(sum(a.seconds for a in arms)),
+        "seeds": list(cfg.seeds),
+        "train_seconds": float(sum(a.seconds for a in arms)),
     }
     if rel is not None:
         rec["relevance_top1pct_mass"] = rel.top_fraction_mean
@@ -414,8 +507,9 @@ def _records(arms: list[Arm], y, patients, labs, classes, mask, cfg) -> list[dic
         groups.setdefault((a.spec, a.protocol), []).append(a)
     for (spec, protocol), members in groups.items():
         for a in members:
-            out.append(_record(spec, protocol, a.direction, [a], y, patients, labs, classes,
-                               mask, cfg))
+            out.append(
+                _record(spec, protocol, a.direction, [a], y, patients, labs, classes, mask, cfg)
+            )
         name = "pooled" if protocol == "interlab" else "within-lab"
         out.append(_record(spec, protocol, name, members, y, patients, labs, classes, mask, cfg))
     return out
@@ -424,5 +518,9 @@ def _records(arms: list[Arm], y, patients, labs, classes, mask, cfg) -> list[dic
 def result_to_json(result: ExperimentResult) -> dict:
     """A JSON-ready summary of the experiment (records plus settings)."""
     cfg = asdict(replace(result.config))
-    return {"records": list(result.records), "classes": list(result.classes),
-            "labs": list(result.labs), "config": cfg}
+    return {
+        "records": list(result.records),
+        "classes": list(result.classes),
+        "labs": list(result.labs),
+        "config": cfg,
+    }

@@ -134,15 +134,22 @@ class RelevanceSummary:
         sum_abs = np.zeros_like(sum_r)
         np.add.at(sum_r, y, r)
         np.add.at(sum_abs, y, np.abs(r))
-        return cls(sum_r=sum_r, sum_abs=sum_abs, count=np.bincount(y, minlength=num_classes),
-                   top_fraction=top_mass_fraction(r), gini=gini(r))
+        return cls(
+            sum_r=sum_r,
+            sum_abs=sum_abs,
+            count=np.bincount(y, minlength=num_classes),
+            top_fraction=top_mass_fraction(r),
+            gini=gini(r),
+        )
 
     def merge(self, other: RelevanceSummary) -> RelevanceSummary:
         return RelevanceSummary(
-            sum_r=self.sum_r + other.sum_r, sum_abs=self.sum_abs + other.sum_abs,
+            sum_r=self.sum_r + other.sum_r,
+            sum_abs=self.sum_abs + other.sum_abs,
             count=self.count + other.count,
             top_fraction=np.concatenate([self.top_fraction, other.top_fraction]),
-            gini=np.concatenate([self.gini, other.gini]))
+            gini=np.concatenate([self.gini, other.gini]),
+        )
 
     @property
     def mean_relevance(self) -> np.ndarray:

@@ -140,7 +140,11 @@ class ImzMLReader:
             )
         if self.mode == "continuous" and self.n_spectra:
             if np.any(self._mz_off != self._mz_off[0]) or np.any(self._mz_len != self._mz_len[0]):
-                i = int(np.flatnonzero((self._mz_off != self._mz_off[0]) | (self._mz_len != self._mz_len[0]))[0])
+                i = int(
+                    np.flatnonzero(
+                        (self._mz_off != self._mz_off[0]) | (self._mz_len != self._mz_len[0])
+                    )[0]
+                )
                 raise ValueError(f"{self._where(i)}: continuous file but m/z array differs")
             if np.any(self._int_len != self._mz_len[0]):
                 i = int(np.flatnonzero(self._int_len != self._mz_len[0])[0])
@@ -191,7 +195,9 @@ class ImzMLReader:
         if self._mz_axis is None:
             n = int(self._mz_len[0]) if self.n_spectra else 0
             off = int(self._mz_off[0]) if self.n_spectra else 0
-            mz = np.frombuffer(self._mm, dtype=self.mz_dtype, count=n, offset=off).astype(np.float64)
+            mz = np.frombuffer(self._mm, dtype=self.mz_dtype, count=n, offset=off).astype(
+                np.float64
+            )
             if n > 1 and not np.all(np.diff(mz) > 0):
                 raise ValueError(f"{self.path}: continuous m/z axis is not strictly increasing")
             self._mz_axis = mz
@@ -217,7 +223,10 @@ class ImzMLReader:
         if n_rows == 1 or (np.all(steps == steps[0]) and steps[0] > 0):
             step = int(steps[0]) if n_rows > 1 else length * dt.itemsize
             view = np.ndarray(
-                (n_rows, length), dtype=dt, buffer=self._mm, offset=int(offs[0]),
+                (n_rows, length),
+                dtype=dt,
+                buffer=self._mm,
+                offset=int(offs[0]),
                 strides=(step, dt.itemsize),
             )
             out[...] = view
@@ -237,19 +246,26 @@ class ImzMLReader:
         steps = np.diff(self._int_off)
         if self.n_spectra and (self.n_spectra == 1 or (np.all(steps == steps[0]) and steps[0] > 0)):
             step = int(steps[0]) if self.n_spectra > 1 else length * dt.itemsize
-            full = np.ndarray((self.n_spectra, length), dtype=dt, buffer=self._mm,
-                              offset=int(self._int_off[0]), strides=(step, dt.itemsize))
+            full = np.ndarray(
+                (self.n_spectra, length),
+                dtype=dt,
+                buffer=self._mm,
+                offset=int(self._int_off[0]),
+                strides=(step, dt.itemsize),
+            )
             out = full[idx]
         else:
             out = np.empty((idx.size, length), dtype=dt)
             for k, i in enumerate(idx.tolist()):
-                out[k] = np.frombuffer(self._mm, dtype=dt, count=length, offset=int(self._int_off[i]))
+                out[k] = np.frombuffer(
+                    self._mm, dtype=dt, count=length, offset=int(self._int_off[i])
+                )
         if idx.size:
             bad = ~np.isfinite(out) | (out < 0)
             if bad.any():
                 r = int(np.flatnonzero(bad.any(axis=1))[0])
                 if not self.repair:
-                    return self._check_values(out[r:r + 1], int(idx[r]))  # raises, naming it
+                    return self._check_values(out[r : r + 1], int(idx[r]))  # raises, naming it
                 out = self._check_values(out, 0)
         return out
 
@@ -261,7 +277,9 @@ class ImzMLReader:
     def spectrum(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """m/z (float64) and intensity arrays of spectrum ``i`` (any mode), validated."""
         if not 0 <= i < self.n_spectra:
-            raise IndexError(f"{self.path}: spectrum index {i} out of range 0..{self.n_spectra - 1}")
+            raise IndexError(
+                f"{self.path}: spectrum index {i} out of range 0..{self.n_spectra - 1}"
+            )
         if self._mz_len[i] != self._int_len[i]:
             raise ValueError(
                 f"{self._where(i)}: m/z array has {self._mz_len[i]} values but the intensity "
@@ -339,11 +357,15 @@ class ImzMLWriter:
         if mode not in ("continuous", "processed"):
             raise ValueError(f"mode must be 'continuous' or 'processed', got {mode!r}")
         if spectrum_type not in _SPECTRUM_TYPE_CV:
-            raise ValueError(f"spectrum_type must be 'profile' or 'centroid', got {spectrum_type!r}")
+            raise ValueError(
+                f"spectrum_type must be 'profile' or 'centroid', got {spectrum_type!r}"
+            )
         self.mz_dtype, self.intensity_dtype = np.dtype(mz_dtype), np.dtype(intensity_dtype)
         for name, dt in (("mz_dtype", self.mz_dtype), ("intensity_dtype", self.intensity_dtype)):
             if dt not in _DTYPE_CV or (name == "mz_dtype" and dt.kind != "f"):
-                raise TypeError(f"{name} must be float32/float64 (or int for intensities), got {dt}")
+                raise TypeError(
+                    f"{name} must be float32/float64 (or int for intensities), got {dt}"
+                )
         self.path = Path(path)
         if self.path.suffix.lower() != ".imzml":
             raise ValueError(f"{self.path}: output name must end in .imzML")
@@ -386,7 +408,9 @@ class ImzMLWriter:
             if mz is not None:
                 raise ValueError("continuous mode: do not pass mz per spectrum")
             if it.size != self._shared[1]:
-                raise ValueError(f"intensities have {it.size} values, the m/z axis {self._shared[1]}")
+                raise ValueError(
+                    f"intensities have {it.size} values, the m/z axis {self._shared[1]}"
+                )
             mz_off, n_mz = self._shared
         else:
             if mz is None:
@@ -434,8 +458,9 @@ class ImzMLWriter:
         px = ""
         if self.pixel_size_um is not None:
             unit = ' unitCvRef="UO" unitAccession="UO:0000017" unitName="micrometer"'
-            px = (cv("IMS", "IMS:1000046", "pixel size x", self.pixel_size_um, unit)
-                  + cv("IMS", "IMS:1000047", "pixel size y", self.pixel_size_um, unit))
+            px = cv("IMS", "IMS:1000046", "pixel size x", self.pixel_size_um, unit) + cv(
+                "IMS", "IMS:1000047", "pixel size y", self.pixel_size_um, unit
+            )
         head = f"""<?xml version="1.0" encoding="UTF-8"?>
 <mzML xmlns="http://psi.hupo.org/ms/mzml" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation="http://psi.hupo.org/ms/mzml http://psidev.info/files/ms/mzML/xsd/mzML1.1.0.xsd" version="1.1">
  <cvList count="3">
@@ -505,17 +530,17 @@ class ImzMLWriter:
                     '<referenceableParamGroupRef ref="spectrum1"/>'
                     f'<scanList count="1">{cv("MS", "MS:1000795", "no combination")}'
                     '<scan instrumentConfigurationRef="IC1">'
-                    f'{cv("IMS", "IMS:1000050", "position x", x)}'
-                    f'{cv("IMS", "IMS:1000051", "position y", y)}{zline}</scan></scanList>'
+                    f"{cv('IMS', 'IMS:1000050', 'position x', x)}"
+                    f"{cv('IMS', 'IMS:1000051', 'position y', y)}{zline}</scan></scanList>"
                     '<binaryDataArrayList count="2">'
                     '<binaryDataArray encodedLength="0"><referenceableParamGroupRef ref="mzArray"/>'
-                    f'{cv("IMS", "IMS:1000103", "external array length", n)}'
-                    f'{cv("IMS", "IMS:1000104", "external encoded length", n * isz_mz)}'
-                    f'{cv("IMS", "IMS:1000102", "external offset", mz_off)}<binary/></binaryDataArray>'
+                    f"{cv('IMS', 'IMS:1000103', 'external array length', n)}"
+                    f"{cv('IMS', 'IMS:1000104', 'external encoded length', n * isz_mz)}"
+                    f"{cv('IMS', 'IMS:1000102', 'external offset', mz_off)}<binary/></binaryDataArray>"
                     '<binaryDataArray encodedLength="0"><referenceableParamGroupRef ref="intensityArray"/>'
-                    f'{cv("IMS", "IMS:1000103", "external array length", n)}'
-                    f'{cv("IMS", "IMS:1000104", "external encoded length", n * isz_in)}'
-                    f'{cv("IMS", "IMS:1000102", "external offset", int_off)}<binary/></binaryDataArray>'
+                    f"{cv('IMS', 'IMS:1000103', 'external array length', n)}"
+                    f"{cv('IMS', 'IMS:1000104', 'external encoded length', n * isz_in)}"
+                    f"{cv('IMS', 'IMS:1000102', 'external offset', int_off)}<binary/></binaryDataArray>"
                     "</binaryDataArrayList></spectrum>\n"
                 )
             fh.write("  </spectrumList>\n </run>\n</mzML>\n")
@@ -553,8 +578,14 @@ def write_imzml(
         raise ValueError(f"{len(intensities)} spectra but {len(coords)} coordinates")
     shared = mz if mode == "continuous" else None
     with ImzMLWriter(
-        path, mode=mode, mz=shared, mz_dtype=mz_dtype, intensity_dtype=intensity_dtype,
-        spectrum_type=spectrum_type, pixel_size_um=pixel_size_um, uuid=uuid,
+        path,
+        mode=mode,
+        mz=shared,
+        mz_dtype=mz_dtype,
+        intensity_dtype=intensity_dtype,
+        spectrum_type=spectrum_type,
+        pixel_size_um=pixel_size_um,
+        uuid=uuid,
     ) as w:
         for i, c in enumerate(coords):
             if mode == "continuous":

@@ -16,7 +16,10 @@ __all__ = ["balanced_accuracy", "patient_vote", "Score", "score_predictions"]
 
 
 def balanced_accuracy(
-    y_true: np.ndarray, y_pred: np.ndarray, *, num_classes: int | None = None,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    *,
+    num_classes: int | None = None,
     weight: np.ndarray | None = None,
 ) -> float:
     """Mean per-class recall over the classes present in ``y_true`` (``weight``: sample counts).
@@ -65,8 +68,9 @@ class Score:
     n_patients: int
 
 
-def _levels(y: np.ndarray, preds: np.ndarray, inv: np.ndarray, n_groups: int, k: int,
-            counts: np.ndarray) -> tuple[float, float]:
+def _levels(
+    y: np.ndarray, preds: np.ndarray, inv: np.ndarray, n_groups: int, k: int, counts: np.ndarray
+) -> tuple[float, float]:
     """Balanced accuracies (mean over seeds) with per-group multiplicities ``counts``."""
     w = counts[inv].astype(np.float64)
     spot, patient = [], []
@@ -77,8 +81,11 @@ def _levels(y: np.ndarray, preds: np.ndarray, inv: np.ndarray, n_groups: int, k:
         spot.append(balanced_accuracy(y, p, num_classes=k, weight=w))
         votes = np.zeros((n_groups, k))
         np.add.at(votes, (inv, p), 1)
-        patient.append(balanced_accuracy(truth[keep], votes.argmax(1)[keep], num_classes=k,
-                                         weight=counts[keep]))
+        patient.append(
+            balanced_accuracy(
+                truth[keep], votes.argmax(1)[keep], num_classes=k, weight=counts[keep]
+            )
+        )
     return float(np.mean(spot)), float(np.mean(patient))
 
 
@@ -119,9 +126,16 @@ def score_predictions(
     if boot:
         arr = np.asarray(boot)
         q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
-        s_ci = tuple(float(v) for v in np.nanpercentile(arr[:, 0], q))
-        p_ci = tuple(float(v) for v in np.nanpercentile(arr[:, 1], q))
+        s_lo, s_hi = (float(v) for v in np.nanpercentile(arr[:, 0], q))
+        p_lo, p_hi = (float(v) for v in np.nanpercentile(arr[:, 1], q))
+        s_ci, p_ci = (s_lo, s_hi), (p_lo, p_hi)
     else:
         s_ci = p_ci = (float("nan"), float("nan"))
-    return Score(spot=spot, spot_ci=s_ci, patient=patient, patient_ci=p_ci,  # type: ignore[arg-type]
-                 n_spots=len(y), n_patients=len(uniq))
+    return Score(
+        spot=spot,
+        spot_ci=s_ci,
+        patient=patient,
+        patient_ci=p_ci,
+        n_spots=len(y),
+        n_patients=len(uniq),
+    )

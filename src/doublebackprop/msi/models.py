@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -131,14 +131,16 @@ def _as_channels(x: Tensor, length: int, where: str) -> Tensor:
     if x.dim() == 2:
         x = x.unsqueeze(1)
     if x.dim() != 3 or x.shape[1] != 1 or x.shape[2] != length:
-        raise ValueError(f"{where} expects spectra of shape (N, {length}) or (N, 1, {length}), got "
-                         f"{tuple(x.shape)}")
+        raise ValueError(
+            f"{where} expects spectra of shape (N, {length}) or (N, 1, {length}), got "
+            f"{tuple(x.shape)}"
+        )
     return x
 
 
 def isotopenet_output_length(input_length: int) -> int:
     """Length ``L2 = ceil(ceil(L / 5) / 3)`` after IsotopeNet's residual blocks."""
-    return -(-(-(-input_length // 5)) // 3)
+    return math.ceil(math.ceil(input_length / 5) / 3)
 
 
 def _he_init(module: nn.Module) -> None:
@@ -192,8 +194,12 @@ class IsotopeNet(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"IsotopeNet: dropout must be in [0, 1), got {dropout!r}")
         self.input_length, self.num_classes = input_length, num_classes
-        kw = {"batch_norm": batch_norm, "padding": padding, "bn_eps": bn_eps,
-              "bn_momentum": bn_momentum}
+        kw: dict[str, Any] = {
+            "batch_norm": batch_norm,
+            "padding": padding,
+            "bn_eps": bn_eps,
+            "bn_momentum": bn_momentum,
+        }
         self.blocks = nn.Sequential(
             PreActBlock1d(1, 8, stride=1, **kw),
             PreActBlock1d(8, 8, stride=5, **kw),
@@ -255,9 +261,14 @@ class ResNet1d(nn.Module):
     ) -> None:
         super().__init__()
         _check_sizes("ResNet1d", input_length, num_classes, min_length=stride)
-        for name, v in (("base_width", base_width), ("max_width", max_width),
-                        ("final_width", final_width), ("kernel_size", kernel_size),
-                        ("stride", stride), ("min_length", min_length)):
+        for name, v in (
+            ("base_width", base_width),
+            ("max_width", max_width),
+            ("final_width", final_width),
+            ("kernel_size", kernel_size),
+            ("stride", stride),
+            ("min_length", min_length),
+        ):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"ResNet1d: {name} must be an int >= 1, got {v!r}")
         self.input_length, self.num_classes = input_length, num_classes
@@ -267,11 +278,17 @@ class ResNet1d(nn.Module):
         width, length = base_width, input_length
         while length > min_length:
             out = min(width * 2, max_width) if blocks else width
-            blocks.append(PreActBlock1d(width, out, stride=stride, kernel_size=kernel_size,
-                                        batch_norm=batch_norm))
+            blocks.append(
+                PreActBlock1d(
+                    width, out, stride=stride, kernel_size=kernel_size, batch_norm=batch_norm
+                )
+            )
             width, length = out, -(-length // stride)
-        blocks.append(PreActBlock1d(width, final_width, stride=stride, kernel_size=kernel_size,
-                                    batch_norm=batch_norm))
+        blocks.append(
+            PreActBlock1d(
+                width, final_width, stride=stride, kernel_size=kernel_size, batch_norm=batch_norm
+            )
+        )
         self.blocks = nn.Sequential(*blocks)
         self.relu = nn.ReLU()
         self.pool = nn.AdaptiveAvgPool1d(1)
@@ -287,7 +304,9 @@ class ResNet1d(nn.Module):
 
 def _check_sizes(owner: str, input_length: int, num_classes: int, *, min_length: int) -> None:
     if not isinstance(input_length, int) or input_length < min_length:
-        raise ValueError(f"{owner}: input_length must be an int >= {min_length}, got {input_length!r}")
+        raise ValueError(
+            f"{owner}: input_length must be an int >= {min_length}, got {input_length!r}"
+        )
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"{owner}: num_classes must be an int >= 2, got {num_classes!r}")
 

@@ -105,8 +105,11 @@ def isotope_envelope(sequence: str, n_peaks: int = 6) -> np.ndarray:
     dist = np.zeros(n_peaks)
     dist[0] = 1.0
     for elem, count in comp.items():
-        iso = {round(m - mass.nist_mass[elem][0][0]): ab
-               for k, (m, ab) in mass.nist_mass[elem].items() if k != 0 and ab > 0}
+        iso = {
+            round(m - mass.nist_mass[elem][0][0]): ab
+            for k, (m, ab) in mass.nist_mass[elem].items()
+            if k != 0 and ab > 0
+        }
         base = min(iso)
         p = np.zeros(n_peaks)
         for shift, ab in iso.items():
@@ -149,8 +152,9 @@ def digest(
             ab *= 0.3**mc
             if pep in seen:
                 old = seen[pep]
-                seen[pep] = Peptide(pep, old.protein, old.mz, old.envelope, old.abundance + ab,
-                                    old.missed_cleavages)
+                seen[pep] = Peptide(
+                    pep, old.protein, old.mz, old.envelope, old.abundance + ab, old.missed_cleavages
+                )
                 continue
             env = tuple(float(v) for v in isotope_envelope(pep, n_isotopes))
             seen[pep] = Peptide(pep, name, float(mz), env, ab, mc)

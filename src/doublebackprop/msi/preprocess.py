@@ -23,9 +23,21 @@ from typing import Any, ClassVar
 import numpy as np
 
 __all__ = [
-    "Bin", "Crop", "LogTransform", "PeakPicking", "Pipeline", "Recalibrate", "SNIPBaseline",
-    "SavitzkyGolay", "SqrtTransform", "Step", "TICNormalize", "TopHatBaseline",
-    "bin_matrix", "resample_spectrum", "uniform_edges",
+    "Bin",
+    "Crop",
+    "LogTransform",
+    "PeakPicking",
+    "Pipeline",
+    "Recalibrate",
+    "SNIPBaseline",
+    "SavitzkyGolay",
+    "SqrtTransform",
+    "Step",
+    "TICNormalize",
+    "TopHatBaseline",
+    "bin_matrix",
+    "resample_spectrum",
+    "uniform_edges",
 ]
 
 logger = logging.getLogger(__name__)
@@ -81,10 +93,14 @@ class TICNormalize(Step):
         zero = (tic[:, 0] <= 0) | ~np.isfinite(tic[:, 0])
         if zero.any():
             if self.on_zero == "raise":
-                raise ValueError(f"TICNormalize: {int(zero.sum())} spectra have zero TIC "
-                                 f"(first: row {int(np.flatnonzero(zero)[0])} of the block)")
+                raise ValueError(
+                    f"TICNormalize: {int(zero.sum())} spectra have zero TIC "
+                    f"(first: row {int(np.flatnonzero(zero)[0])} of the block)"
+                )
             logger.warning("TICNormalize: %d all-zero spectra kept as zeros", int(zero.sum()))
-        scale = np.where(zero[:, None], 0.0, self.target * x.shape[1] / np.where(zero[:, None], 1, tic))
+        scale = np.where(
+            zero[:, None], 0.0, self.target * x.shape[1] / np.where(zero[:, None], 1, tic)
+        )
         return mz, (x * scale).astype(x.dtype, copy=False)
 
 
@@ -101,15 +117,19 @@ class Crop(Step):
         lo, hi = np.searchsorted(mz, [self.mz_min, self.mz_max], side="left")
         hi = np.searchsorted(mz, self.mz_max, side="right")
         if hi <= lo:
-            raise ValueError(f"Crop: no point of the axis {mz[0]:.2f}–{mz[-1]:.2f} in "
-                             f"[{self.mz_min}, {self.mz_max}]")
+            raise ValueError(
+                f"Crop: no point of the axis {mz[0]:.2f}–{mz[-1]:.2f} in "
+                f"[{self.mz_min}, {self.mz_max}]"
+            )
         return mz[lo:hi], x[:, lo:hi]
 
 
 def uniform_edges(mz_min: float, mz_max: float, width: float) -> np.ndarray:
     """Bin edges of width ``width`` from ``mz_min`` (the last bin ends at or after ``mz_max``)."""
     if width <= 0 or not mz_min < mz_max:
-        raise ValueError(f"bin width must be > 0 and mz_min < mz_max (got {width}, {mz_min}, {mz_max})")
+        raise ValueError(
+            f"bin width must be > 0 and mz_min < mz_max (got {width}, {mz_min}, {mz_max})"
+        )
     n = int(np.ceil((mz_max - mz_min) / width - 1e-9))
     return mz_min + width * np.arange(n + 1, dtype=np.float64)
 
@@ -180,8 +200,9 @@ def resample_spectrum(
         j = np.clip(np.searchsorted(grid, mz), 1, len(grid) - 1)
         j = np.where(np.abs(mz - grid[j - 1]) < np.abs(grid[j] - mz), j - 1, j)
         ok = (mz >= grid[0] - (grid[1] - grid[0])) & (mz <= grid[-1] + (grid[-1] - grid[-2]))
-        return np.bincount(j[ok], weights=np.asarray(intensity, dtype=np.float64)[ok],
-                           minlength=len(grid))
+        return np.bincount(
+            j[ok], weights=np.asarray(intensity, dtype=np.float64)[ok], minlength=len(grid)
+        )
     raise ValueError(f"method must be 'linear' or 'sum', got {method!r}")
 
 
@@ -198,8 +219,8 @@ class SNIPBaseline(Step):
         v = np.log(np.log(np.sqrt(y + 1) + 1) + 1) if self.lls else y.copy()
         n = v.shape[1]
         for k in range(min(self.iterations, (n - 1) // 2), 0, -1):
-            mid = 0.5 * (v[:, : n - 2 * k] + v[:, 2 * k:])
-            np.minimum(v[:, k: n - k], mid, out=v[:, k: n - k])
+            mid = 0.5 * (v[:, : n - 2 * k] + v[:, 2 * k :])
+            np.minimum(v[:, k : n - k], mid, out=v[:, k : n - k])
         base = (np.exp(np.exp(v) - 1) - 1) ** 2 - 1 if self.lls else v
         return mz, (x - base).astype(x.dtype)
 
@@ -228,8 +249,10 @@ class SavitzkyGolay(Step):
         from scipy.signal import savgol_filter
 
         if self.window % 2 == 0 or self.polyorder >= self.window:
-            raise ValueError(f"SavitzkyGolay: window must be odd and > polyorder, got "
-                             f"{self.window}, {self.polyorder}")
+            raise ValueError(
+                f"SavitzkyGolay: window must be odd and > polyorder, got "
+                f"{self.window}, {self.polyorder}"
+            )
         return mz, savgol_filter(x, self.window, self.polyorder, axis=1).astype(x.dtype)
 
 
@@ -288,8 +311,9 @@ class Recalibrate(Step):
         for i in range(x.shape[0]):
             obs, true = [], []
             for r in ref:
-                lo, hi = np.searchsorted(mz, [r * (1 - self.tolerance_ppm * 1e-6),
-                                              r * (1 + self.tolerance_ppm * 1e-6)])
+                lo, hi = np.searchsorted(
+                    mz, [r * (1 - self.tolerance_ppm * 1e-6), r * (1 + self.tolerance_ppm * 1e-6)]
+                )
                 if hi - lo >= 3:
                     seg = x[i, lo:hi]
                     j = int(np.argmax(seg))
@@ -309,8 +333,9 @@ class Recalibrate(Step):
                 true_of_obs = a + b * mz
             out[i] = np.interp(mz, true_of_obs, x[i], left=0.0, right=0.0)
         if unmatched:
-            logger.warning("Recalibrate: %d spectra without any reference peak left unchanged",
-                           unmatched)
+            logger.warning(
+                "Recalibrate: %d spectra without any reference peak left unchanged", unmatched
+            )
         return mz, out
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,12 +19,18 @@ from .interpret import prediction_images
 
 __all__ = ["format_table", "write_plots", "write_report", "write_tables"]
 
-_COLUMNS = ("model", "drr", "direction", "spot_balanced_accuracy", "patient_balanced_accuracy",
-            "relevance_on_biomarkers")
+_COLUMNS = (
+    "model",
+    "drr",
+    "direction",
+    "spot_balanced_accuracy",
+    "patient_balanced_accuracy",
+    "relevance_on_biomarkers",
+)
 
 
-def _pct(v: object) -> str:
-    return "–" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{100 * v:.1f}"
+def _pct(v: float | None) -> str:
+    return "–" if v is None or not np.isfinite(v) else f"{100 * v:.1f}"
 
 
 def _label(rec: dict) -> str:
@@ -44,16 +49,20 @@ def _hyper(rec: dict) -> str:
 
 def format_table(records: Sequence[dict]) -> str:
     """A fixed-width text table of the records (the CLI prints it)."""
-    head = f"{'model':<18}{'direction':<12}{'spot BA % [95% CI]':<24}{'patient BA % [95% CI]':<25}" \
-           f"{'|r| on biomarkers %':<21}{'top-1% mass':<12}"
+    head = (
+        f"{'model':<18}{'direction':<12}{'spot BA % [95% CI]':<24}{'patient BA % [95% CI]':<25}"
+        f"{'|r| on biomarkers %':<21}{'top-1% mass':<12}"
+    )
     lines = [head, "-" * len(head)]
     for r in records:
         s_ci, p_ci = r.get("spot_ci", [np.nan] * 2), r.get("patient_ci", [np.nan] * 2)
         spot = f"{_pct(r['spot_balanced_accuracy'])} [{_pct(s_ci[0])}, {_pct(s_ci[1])}]"
         pat = f"{_pct(r['patient_balanced_accuracy'])} [{_pct(p_ci[0])}, {_pct(p_ci[1])}]"
-        lines.append(f"{_label(r):<18}{r['direction']:<12}{spot:<24}{pat:<25}"
-                     f"{_pct(r.get('relevance_on_biomarkers')):<21}"
-                     f"{_pct(r.get('relevance_top1pct_mass')):<12}")
+        lines.append(
+            f"{_label(r):<18}{r['direction']:<12}{spot:<24}{pat:<25}"
+            f"{_pct(r.get('relevance_on_biomarkers')):<21}"
+            f"{_pct(r.get('relevance_top1pct_mass')):<12}"
+        )
     return "\n".join(lines)
 
 
@@ -73,8 +82,9 @@ def write_tables(records: Sequence[dict], out_dir: str | Path) -> tuple[Path, Pa
         w = csv.DictWriter(fh, fieldnames=keys)
         w.writeheader()
         for r in records:
-            w.writerow({k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
-                        for k, v in r.items()})
+            w.writerow(
+                {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()}
+            )
     return js, csv_path
 
 
@@ -102,9 +112,10 @@ def _accuracy_plot(records: Sequence[dict], path: Path) -> Path:
     models = list(dict.fromkeys(_label(r) for r in recs))
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
     width = 0.8 / max(len(models), 1)
-    for ax, key, ci_key, title in ((axes[0], "spot_balanced_accuracy", "spot_ci", "per spot"),
-                                   (axes[1], "patient_balanced_accuracy", "patient_ci",
-                                    "per patient (majority vote)")):
+    for ax, key, ci_key, title in (
+        (axes[0], "spot_balanced_accuracy", "spot_ci", "per spot"),
+        (axes[1], "patient_balanced_accuracy", "patient_ci", "per patient (majority vote)"),
+    ):
         for m_i, m in enumerate(models):
             xs, ys, lo, hi = [], [], [], []
             for d_i, d in enumerate(directions):
@@ -131,15 +142,16 @@ def _accuracy_plot(records: Sequence[dict], path: Path) -> Path:
 
 def _relevance_plot(result: ExperimentResult, path: Path) -> Path | None:
     plt = _plt()
-    arms = {}
+    arms: dict = {}
     for a in result.arms:
         if a.protocol == "interlab" and a.relevance is not None:
             key = a.spec.key
             arms[key] = a.relevance if key not in arms else arms[key].merge(a.relevance)
     if not arms:
         return None
-    fig, axes = plt.subplots(len(arms), 1, figsize=(11, 2.2 * len(arms)), sharex=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(arms), 1, figsize=(11, 2.2 * len(arms)), sharex=True, squeeze=False
+    )
     for ax, (key, rel) in zip(axes[:, 0], arms.items()):
         mean = rel.mean_relevance
         for c, name in enumerate(result.classes):
@@ -147,24 +159,33 @@ def _relevance_plot(result: ExperimentResult, path: Path) -> Path | None:
         if result.biomarkers is not None:
             for m in result.biomarkers:
                 ax.axvline(m, color="red", alpha=0.25, lw=0.8)
-        ax.set_title(f"{key}: mean relevance r = x·∂z_y/∂x (test spots of both directions)",
-                     fontsize=9)
+        ax.set_title(
+            f"{key}: mean relevance r = x·∂z_y/∂x (test spots of both directions)", fontsize=9
+        )
         ax.set_ylabel("mean r")
     axes[0, 0].legend(fontsize=8)
-    axes[-1, 0].set_xlabel("m/z" + ("  (red: true biomarker peaks)" if result.biomarkers
-                                    is not None else ""))
+    axes[-1, 0].set_xlabel(
+        "m/z" + ("  (red: true biomarker peaks)" if result.biomarkers is not None else "")
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def _images_plot(result: ExperimentResult, core: np.ndarray, xs: np.ndarray, ys: np.ndarray,
-                 y_true: np.ndarray, path: Path, max_cores: int = 8) -> Path | None:
+def _images_plot(
+    result: ExperimentResult,
+    core: np.ndarray,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    y_true: np.ndarray,
+    path: Path,
+    max_cores: int = 8,
+) -> Path | None:
     plt = _plt()
     from matplotlib.colors import ListedColormap
 
-    arms = {}
+    arms: dict = {}
     for a in result.arms:
         if a.protocol == "interlab":
             arms.setdefault(a.spec.key, []).append(a)
@@ -174,28 +195,44 @@ def _images_plot(result: ExperimentResult, core: np.ndarray, xs: np.ndarray, ys:
     # spread the shown cores over labs and classes
     chosen = names[:: max(1, len(names) // max_cores)][:max_cores]
     keep = np.isin(np.asarray(core).astype(str), chosen)
-    cmap = ListedColormap(["white", "tab:blue", "tab:orange", "tab:green", "tab:red"][
-        : len(result.classes) + 1])
+    cmap = ListedColormap(
+        ["white", "tab:blue", "tab:orange", "tab:green", "tab:red"][: len(result.classes) + 1]
+    )
     rows = ["annotation", *arms]
-    fig, axes = plt.subplots(len(rows), len(chosen), figsize=(1.4 * len(chosen) + 1,
-                                                              1.4 * len(rows) + 0.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows),
+        len(chosen),
+        figsize=(1.4 * len(chosen) + 1, 1.4 * len(rows) + 0.6),
+        squeeze=False,
+    )
     for r_i, row in enumerate(rows):
         pred = np.full(len(y_true), -1)
         if row != "annotation":
             for a in arms[row]:
                 pred[a.index] = a.pred[0]
         sel = keep & (pred >= 0) if row != "annotation" else keep
-        imgs = {im.name: im for im in prediction_images(
-            np.asarray(core)[sel], xs[sel], ys[sel], y_true[sel],
-            y_true[sel] if row == "annotation" else pred[sel])}
+        imgs = {
+            im.name: im
+            for im in prediction_images(
+                np.asarray(core)[sel],
+                xs[sel],
+                ys[sel],
+                y_true[sel],
+                y_true[sel] if row == "annotation" else pred[sel],
+            )
+        }
         for c_i, name in enumerate(chosen):
             ax = axes[r_i, c_i]
             ax.set_xticks([])
             ax.set_yticks([])
             if name in imgs:
-                ax.imshow(imgs[name].pred + 1, cmap=cmap, vmin=0, vmax=len(result.classes),
-                          interpolation="nearest")
+                ax.imshow(
+                    imgs[name].pred + 1,
+                    cmap=cmap,
+                    vmin=0,
+                    vmax=len(result.classes),
+                    interpolation="nearest",
+                )
                 if row != "annotation":
                     ax.set_xlabel(f"{100 * imgs[name].accuracy:.0f}%", fontsize=7)
             if r_i == 0:
@@ -210,14 +247,22 @@ def _images_plot(result: ExperimentResult, core: np.ndarray, xs: np.ndarray, ys:
     return path
 
 
-def write_plots(result: ExperimentResult, out_dir: str | Path, *, core: np.ndarray | None = None,
-                xs: np.ndarray | None = None, ys: np.ndarray | None = None,
-                y_true: np.ndarray | None = None) -> list[Path]:
+def write_plots(
+    result: ExperimentResult,
+    out_dir: str | Path,
+    *,
+    core: np.ndarray | None = None,
+    xs: np.ndarray | None = None,
+    ys: np.ndarray | None = None,
+    y_true: np.ndarray | None = None,
+) -> list[Path]:
     """``accuracy.png``, ``relevance.png`` and (with pixel data) ``ion_images.png``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [_accuracy_plot(result.records, out / "accuracy.png"),
-             _relevance_plot(result, out / "relevance.png")]
+    paths = [
+        _accuracy_plot(result.records, out / "accuracy.png"),
+        _relevance_plot(result, out / "relevance.png"),
+    ]
     if core is not None and xs is not None and ys is not None and y_true is not None:
         paths.append(_images_plot(result, core, xs, ys, y_true, out / "ion_images.png"))
     return [p for p in paths if p is not None]
@@ -242,28 +287,60 @@ def write_report(
     for r in result.records:
         s_ci, p_ci = r.get("spot_ci", [np.nan] * 2), r.get("patient_ci", [np.nan] * 2)
         rows.append(
-            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
-                _label(r), r["direction"], r["protocol"],
-                f"{_pct(r['spot_balanced_accuracy'])} [{_pct(s_ci[0])}–{_pct(s_ci[1])}]",
-                f"{_pct(r['patient_balanced_accuracy'])} [{_pct(p_ci[0])}–{_pct(p_ci[1])}]",
-                _pct(r.get("relevance_on_biomarkers")), _pct(r.get("relevance_top1pct_mass")),
-                "–" if r.get("relevance_gini") is None else f"{r['relevance_gini']:.2f}",
-                _hyper(r), r.get("validation", ""), r["n_spots"], r["n_patients"])) + "</tr>")
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape(str(v))}</td>"
+                for v in (
+                    _label(r),
+                    r["direction"],
+                    r["protocol"],
+                    f"{_pct(r['spot_balanced_accuracy'])} [{_pct(s_ci[0])}–{_pct(s_ci[1])}]",
+                    f"{_pct(r['patient_balanced_accuracy'])} [{_pct(p_ci[0])}–{_pct(p_ci[1])}]",
+                    _pct(r.get("relevance_on_biomarkers")),
+                    _pct(r.get("relevance_top1pct_mass")),
+                    "–" if r.get("relevance_gini") is None else f"{r['relevance_gini']:.2f}",
+                    _hyper(r),
+                    r.get("validation", ""),
+                    r["n_spots"],
+                    r["n_patients"],
+                )
+            )
+            + "</tr>"
+        )
     cfg = result.config
     settings = {
-        "labs": list(result.labs), "classes": list(result.classes),
+        "labs": list(result.labs),
+        "classes": list(result.classes),
         "folds (patient-grouped)": cfg.n_splits,
-        "validation spots for λ / N": cfg.validation, "validation folds per test fold":
-        cfg.inner_folds, "refit after selection": cfg.refit, "epochs": cfg.train.epochs,
-        "batch": cfg.train.batch_size, "learning rate": cfg.train.lr, "engine": cfg.train.engine,
-        "seeds": list(cfg.seeds), "bootstrap resamples (patients)": cfg.n_bootstrap,
+        "validation spots for λ / N": cfg.validation,
+        "validation folds per test fold": cfg.inner_folds,
+        "refit after selection": cfg.refit,
+        "epochs": cfg.train.epochs,
+        "batch": cfg.train.batch_size,
+        "learning rate": cfg.train.lr,
+        "engine": cfg.train.engine,
+        "seeds": list(cfg.seeds),
+        "bootstrap resamples (patients)": cfg.n_bootstrap,
         "m/z bins": len(result.mz),
         "m/z range": f"{result.mz[0]:.1f}–{result.mz[-1]:.1f}" if len(result.mz) else "",
     }
-    head = ("<tr><th>model</th><th>direction</th><th>protocol</th><th>spot BA % [95% CI]</th>"
-            "<th>patient BA % [95% CI]</th><th>|r| on biomarkers %</th><th>top-1% |r| mass %</th>"
-            "<th>Gini of |r|</th><th>chosen</th><th>validation</th><th>spots</th>"
-            "<th>patients</th></tr>")
+    head = (
+        "<tr><th>model</th><th>direction</th><th>protocol</th><th>spot BA % [95% CI]</th>"
+        "<th>patient BA % [95% CI]</th><th>|r| on biomarkers %</th><th>top-1% |r| mass %</th>"
+        "<th>Gini of |r|</th><th>chosen</th><th>validation</th><th>spots</th>"
+        "<th>patients</th></tr>"
+    )
+    table = "".join(rows)
+    note_html = "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)
+    first = _img(plots[0]) if plots else ""
+    more = "".join(
+        "<h2>" + html.escape(p.stem.replace("_", " ").capitalize()) + "</h2>" + _img(p)
+        for p in plots[1:]
+    )
+    settings_html = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in settings.items()
+    )
     body = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}}
@@ -276,13 +353,11 @@ mean of the per-class recalls (50% = chance for two classes); per patient the sp
 Brackets: 95% bootstrap intervals over patients. "|r| on biomarkers" is the share of the
 model's absolute relevance (gradient × input of the true-class score) that lies within ±0.5 Da
 of the true biomarker peaks (simulated data only). DRR = Deep Relevance Regularization.</p>
-<table>{head}{''.join(rows)}</table>
-{''.join(f'<p class="note">{html.escape(n)}</p>' for n in notes)}
-<h2>Accuracy</h2>{_img(plots[0]) if plots else ''}
-{''.join(f'<h2>{html.escape(p.stem.replace("_", " ").capitalize())}</h2>{_img(p)}'
-         for p in plots[1:])}
-<h2>Settings</h2><table>{''.join(f'<tr><th>{html.escape(str(k))}</th>'
-                                 f'<td>{html.escape(str(v))}</td></tr>' for k, v in settings.items())}
+<table>{head}{table}</table>
+{note_html}
+<h2>Accuracy</h2>{first}
+{more}
+<h2>Settings</h2><table>{settings_html}
 </table></body></html>"""
     path = out / "report.html"
     path.write_text(body, encoding="utf-8")

@@ -69,11 +69,25 @@ NA_SHIFT = 21.981943  # [M+Na]+ − [M+H]+
 CHCA = 189.042593  # α-cyano-4-hydroxycinnamic acid, monoisotopic
 PROTON, SODIUM, POTASSIUM = 1.007276, 22.989218, 38.963158
 #: porcine trypsin autolysis [M+H]+ and common human keratin peptides (classic MALDI contaminants)
-TRYPSIN_KERATIN = ((842.5100, 1.0), (1045.5642, 0.6), (1940.9354, 0.4), (1179.6010, 0.5),
-                   (1475.7497, 0.5), (1707.7727, 0.4), (1716.8517, 0.35), (1993.9772, 0.3))
+TRYPSIN_KERATIN = (
+    (842.5100, 1.0),
+    (1045.5642, 0.6),
+    (1940.9354, 0.4),
+    (1179.6010, 0.5),
+    (1475.7497, 0.5),
+    (1707.7727, 0.4),
+    (1716.8517, 0.35),
+    (1993.9772, 0.3),
+)
 #: calibrant peptides (bradykinin 1-7, angiotensin II/I, substance P, bombesin, ACTH 1-17)
-CALIBRANTS = ((757.3992, 0.3), (1046.5418, 0.5), (1296.6848, 0.4), (1347.7354, 0.35),
-              (1619.8223, 0.3), (2093.0862, 0.2))
+CALIBRANTS = (
+    (757.3992, 0.3),
+    (1046.5418, 0.5),
+    (1296.6848, 0.4),
+    (1347.7354, 0.35),
+    (1619.8223, 0.3),
+    (2093.0862, 0.2),
+)
 
 
 @dataclass(frozen=True)
@@ -112,23 +126,56 @@ class BatchProtocol:
 
 def _default_labs() -> tuple[LabProfile, ...]:
     return (
-        LabProfile("A", calibration_offset_ppm=10.0, calibration_drift_ppm=-20.0,
-                   fwhm_at_1000=0.25, gain=1.0, baseline_level=120.0, baseline_decay=350.0,
-                   baseline_hump=0.25, noise_sd=3.0, sodium_fraction=0.06, contaminants=CALIBRANTS),
-        LabProfile("B", calibration_offset_ppm=40.0, calibration_drift_ppm=30.0,
-                   spot_calibration_sd_ppm=20.0, fwhm_at_1000=0.3, gain=0.6,
-                   baseline_level=220.0, baseline_decay=450.0, baseline_hump=0.4, noise_sd=5.0,
-                   sodium_fraction=0.12,
-                   contaminants=((1001.60, 0.4), (1322.81, 0.3), (1523.44, 0.25))),
+        LabProfile(
+            "A",
+            calibration_offset_ppm=10.0,
+            calibration_drift_ppm=-20.0,
+            fwhm_at_1000=0.25,
+            gain=1.0,
+            baseline_level=120.0,
+            baseline_decay=350.0,
+            baseline_hump=0.25,
+            noise_sd=3.0,
+            sodium_fraction=0.06,
+            contaminants=CALIBRANTS,
+        ),
+        LabProfile(
+            "B",
+            calibration_offset_ppm=40.0,
+            calibration_drift_ppm=30.0,
+            spot_calibration_sd_ppm=20.0,
+            fwhm_at_1000=0.3,
+            gain=0.6,
+            baseline_level=220.0,
+            baseline_decay=450.0,
+            baseline_hump=0.4,
+            noise_sd=5.0,
+            sodium_fraction=0.12,
+            contaminants=((1001.60, 0.4), (1322.81, 0.3), (1523.44, 0.25)),
+        ),
     )
 
 
 def _default_protocols() -> tuple[BatchProtocol, ...]:
     return (
-        BatchProtocol("peg-detergent", calibration_shift_ppm=35.0, baseline_factor=1.08,
-                      baseline_tilt=0.4, matrix_factor=0.8, peg_intensity=1.2, peg_presence=0.85),
-        BatchProtocol("digest-residue", calibration_shift_ppm=-35.0, baseline_factor=0.94,
-                      baseline_tilt=-0.4, matrix_factor=1.8, contaminants=TRYPSIN_KERATIN, contaminant_scale=1.5),
+        BatchProtocol(
+            "peg-detergent",
+            calibration_shift_ppm=35.0,
+            baseline_factor=1.08,
+            baseline_tilt=0.4,
+            matrix_factor=0.8,
+            peg_intensity=1.2,
+            peg_presence=0.85,
+        ),
+        BatchProtocol(
+            "digest-residue",
+            calibration_shift_ppm=-35.0,
+            baseline_factor=0.94,
+            baseline_tilt=-0.4,
+            matrix_factor=1.8,
+            contaminants=TRYPSIN_KERATIN,
+            contaminant_scale=1.5,
+        ),
     )
 
 
@@ -231,8 +278,9 @@ def _core_layout(n_spots: int) -> np.ndarray:
     return g[np.argsort(d)[:n_spots]]
 
 
-def _choose_biomarkers(peps: list[Peptide], cfg: SimulationConfig, rng: np.random.Generator,
-                       avoid: np.ndarray) -> list[int]:
+def _choose_biomarkers(
+    peps: list[Peptide], cfg: SimulationConfig, rng: np.random.Generator, avoid: np.ndarray
+) -> list[int]:
     ab = np.array([p.abundance for p in peps])
     mz = np.array([p.mz for p in peps])
     ok = (mz > 720) & (mz < 1980) & (ab >= np.quantile(ab, 0.4)) & (ab <= np.quantile(ab, 0.95))
@@ -253,8 +301,14 @@ def _choose_biomarkers(peps: list[Peptide], cfg: SimulationConfig, rng: np.rando
     return sorted(chosen, key=lambda i: mz[i])
 
 
-def _render(axis: np.ndarray, dm: np.ndarray, mu: np.ndarray, area: np.ndarray,
-            sigma: np.ndarray, half: int = 7) -> np.ndarray:
+def _render(
+    axis: np.ndarray,
+    dm: np.ndarray,
+    mu: np.ndarray,
+    area: np.ndarray,
+    sigma: np.ndarray,
+    half: int = 7,
+) -> np.ndarray:
     """Sum of Gaussian peaks (S, P) of given area onto ``axis``; returns (S, L) counts."""
     s_n, _ = mu.shape
     length = len(axis)
@@ -292,8 +346,12 @@ class _Cohort:
         self.effect = np.zeros(len(self.peptides))  # + for class 1, − for class 0 (log scale)
         for k, i in enumerate(self.biomarkers):
             self.effect[i] = (-0.5 if k % 2 == 0 else 0.5) * cfg.biomarker_log_fold_change
-        self.lab_response = {lab.name: np.random.default_rng([cfg.seed, 1, j]).normal(
-            0, lab.response_sd, len(self.peptides)) for j, lab in enumerate(cfg.labs)}
+        self.lab_response = {
+            lab.name: np.random.default_rng([cfg.seed, 1, j]).normal(
+                0, lab.response_sd, len(self.peptides)
+            )
+            for j, lab in enumerate(cfg.labs)
+        }
 
     def peg_mz(self) -> np.ndarray:
         n = np.arange(12, 48)
@@ -308,31 +366,52 @@ class _Cohort:
         for c in (0, 1):
             members = rng.permutation(np.flatnonzero(labels == c))
             pref = (c + j) % nb
-            n_pref = int(np.floor(self.cfg.confounding * len(members) + 0.5)) if nb > 1 else len(members)
+            n_pref = (
+                int(np.floor(self.cfg.confounding * len(members) + 0.5)) if nb > 1 else len(members)
+            )
             others = [b for b in range(nb) if b != pref] or [pref]
             for k, p in enumerate(members):
                 out[p] = pref if k < n_pref else others[k % len(others)]
         return out
 
-    def spectra(self, lab: LabProfile, j: int, proto: BatchProtocol, label: int,
-                patient_dev: np.ndarray, rng: np.random.Generator, n: int,
-                axis: np.ndarray, dm: np.ndarray) -> np.ndarray:
+    def spectra(
+        self,
+        lab: LabProfile,
+        j: int,
+        proto: BatchProtocol,
+        label: int,
+        patient_dev: np.ndarray,
+        rng: np.random.Generator,
+        n: int,
+        axis: np.ndarray,
+        dm: np.ndarray,
+    ) -> np.ndarray:
         """(n, L) float32 counts for the spots of one core."""
         cfg = self.cfg
         core_dev = rng.normal(0, cfg.core_sd, len(self.peptides))
-        log_a = (self.log_ab + self.lab_response[lab.name] + patient_dev + core_dev
-                 + (self.effect if label == 1 else -self.effect)
-                 + rng.normal(0, cfg.spot_sd, (n, len(self.peptides))))
+        log_a = (
+            self.log_ab
+            + self.lab_response[lab.name]
+            + patient_dev
+            + core_dev
+            + (self.effect if label == 1 else -self.effect)
+            + rng.normal(0, cfg.spot_sd, (n, len(self.peptides)))
+        )
         yield_ = np.exp(rng.normal(0, cfg.spot_yield_sd, (n, 1)))
         a = np.exp(log_a) * yield_  # (n, P)
         keep, na = self.iso_keep, self.iso_na  # isotope peaks worth rendering (static masks)
         area = (a[:, :, None] * self.env[None]).reshape(n, -1)
-        mus = [np.broadcast_to(self.iso_mz[keep], (n, int(keep.sum()))),
-               np.broadcast_to(self.iso_mz[na] + NA_SHIFT, (n, int(na.sum())))]
+        mus = [
+            np.broadcast_to(self.iso_mz[keep], (n, int(keep.sum()))),
+            np.broadcast_to(self.iso_mz[na] + NA_SHIFT, (n, int(na.sum()))),
+        ]
         areas = [area[:, keep] * (1 - lab.sodium_fraction), area[:, na] * lab.sodium_fraction]
         # matrix clusters
-        mc = [(i * CHCA + ion, np.exp(-1.1 * (i - 3))) for i in (3, 4, 5)
-              for ion in (PROTON, SODIUM, POTASSIUM)]
+        mc = [
+            (i * CHCA + ion, np.exp(-1.1 * (i - 3)))
+            for i in (3, 4, 5)
+            for ion in (PROTON, SODIUM, POTASSIUM)
+        ]
         mc_mz = np.array([m for m, _ in mc])
         mc_area = np.array([w for _, w in mc]) * 6.0 * proto.matrix_factor
         mus.append(np.broadcast_to(mc_mz, (n, mc_mz.size)))
@@ -353,16 +432,21 @@ class _Cohort:
         area_all = np.concatenate(areas, axis=1)
         # calibration: lab offset + drift + batch shift + spot jitter (ppm)
         frac = (mu_all - cfg.mz_min) / (cfg.mz_max - cfg.mz_min)
-        ppm = (lab.calibration_offset_ppm + lab.calibration_drift_ppm * frac
-               + proto.calibration_shift_ppm + rng.normal(0, lab.spot_calibration_sd_ppm, (n, 1)))
+        ppm = (
+            lab.calibration_offset_ppm
+            + lab.calibration_drift_ppm * frac
+            + proto.calibration_shift_ppm
+            + rng.normal(0, lab.spot_calibration_sd_ppm, (n, 1))
+        )
         mu_obs = mu_all * (1 + 1e-6 * ppm)
         sigma = lab.fwhm_at_1000 * (mu_obs / 1000.0) / 2.3548
         # apex of a median monoisotopic peak at m/z 1000 (σ√(2π)/Δm ≈ 2.4, envelope[0] ≈ 0.55)
         scale = cfg.counts_scale * lab.gain * 2.4 / 0.55
         lam = _render(axis, dm, mu_obs, area_all * scale, sigma)
-        x = (axis - cfg.mz_min)
+        x = axis - cfg.mz_min
         base = np.exp(-x / lab.baseline_decay) + lab.baseline_hump * np.exp(
-            -0.5 * ((axis - 1100.0) / 350.0) ** 2)
+            -0.5 * ((axis - 1100.0) / 350.0) ** 2
+        )
         tilt = 1 + proto.baseline_tilt * ((axis - cfg.mz_min) / (cfg.mz_max - cfg.mz_min) - 0.5)
         base = lab.baseline_level * lab.gain * proto.baseline_factor * base * tilt
         lam += base[None] * np.exp(rng.normal(0, 0.1, (n, 1)))
@@ -415,21 +499,30 @@ def simulate_cohort(
             files.append(out / name)
             uid = np.random.default_rng([cfg.seed, 3, j, b]).bytes(16).hex()
             grid_w = int(np.ceil(np.sqrt(members.size * cfg.cores_per_patient)))
-            writer = ImzMLWriter(out / name, mode=cfg.mode,
-                                 mz=axis if cfg.mode == "continuous" else None,
-                                 pixel_size_um=cfg.pixel_size_um, uuid=uid)
+            writer = ImzMLWriter(
+                out / name,
+                mode=cfg.mode,
+                mz=axis if cfg.mode == "continuous" else None,
+                pixel_size_um=cfg.pixel_size_um,
+                uuid=uid,
+            )
             with writer:
                 slot = 0
                 for p in members.tolist():
                     pid = f"{lab.name}-P{p + 1:02d}"
                     prng = np.random.default_rng([cfg.seed, 4, j, p])
                     pdev = prng.normal(0, cfg.patient_sd, len(model.peptides))
-                    plan[pid] = {"lab": lab.name, "label": cfg.classes[labels[p]],
-                                 "batch": b + 1, "protocol": proto.name}
+                    plan[pid] = {
+                        "lab": lab.name,
+                        "label": cfg.classes[labels[p]],
+                        "batch": b + 1,
+                        "protocol": proto.name,
+                    }
                     for c in range(cfg.cores_per_patient):
                         crng = np.random.default_rng([cfg.seed, 5, j, p, c])
-                        spec = model.spectra(lab, j, proto, int(labels[p]), pdev, crng,
-                                             cfg.spots_per_core, axis, dm)
+                        spec = model.spectra(
+                            lab, j, proto, int(labels[p]), pdev, crng, cfg.spots_per_core, axis, dm
+                        )
                         cx, cy = slot % grid_w, slot // grid_w
                         slot += 1
                         core = f"{lab.name}-b{b + 1}-{cx + 1}{chr(65 + cy % 26)}"
@@ -441,8 +534,19 @@ def simulate_cohort(
                             else:
                                 keep = spec[s] > 0
                                 writer.add_spectrum(spec[s][keep], (x, y), mz=axis[keep])
-                            rows.append([name, x, y, cfg.classes[labels[p]], pid, lab.name,
-                                         core, b + 1, proto.name])
+                            rows.append(
+                                [
+                                    name,
+                                    x,
+                                    y,
+                                    cfg.classes[labels[p]],
+                                    pid,
+                                    lab.name,
+                                    core,
+                                    b + 1,
+                                    proto.name,
+                                ]
+                            )
                         n_written += cfg.spots_per_core
                         if progress is not None:
                             progress(cfg.spots_per_core)
@@ -458,24 +562,50 @@ def simulate_cohort(
         env = np.asarray(pep.envelope)
         iso = [pep.mz + ISOTOPE_SPACING * k for k in range(len(env)) if env[k] >= 0.05]
         higher = cfg.classes[1] if model.effect[i] > 0 else cfg.classes[0]
-        bm_rows.append({"mz": round(pep.mz, 4),
-                        "mz_most_abundant": round(pep.mz + ISOTOPE_SPACING * int(env.argmax()), 4),
-                        "isotope_mz": ";".join(f"{m:.4f}" for m in iso), "peptide": pep.sequence,
-                        "protein": pep.protein, "higher_in": higher,
-                        "log_fold_change": cfg.biomarker_log_fold_change})
+        bm_rows.append(
+            {
+                "mz": round(pep.mz, 4),
+                "mz_most_abundant": round(pep.mz + ISOTOPE_SPACING * int(env.argmax()), 4),
+                "isotope_mz": ";".join(f"{m:.4f}" for m in iso),
+                "peptide": pep.sequence,
+                "protein": pep.protein,
+                "higher_in": higher,
+                "log_fold_change": cfg.biomarker_log_fold_change,
+            }
+        )
     with open(bio, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(bm_rows[0]))
         w.writeheader()
         w.writerows(bm_rows)
     truth = out / "ground_truth.json"
     cfg_d = asdict(replace(cfg))
-    truth.write_text(json.dumps({
-        "config": cfg_d, "biomarkers": bm_rows, "patients": plan,
-        "peg_mz": [round(float(m), 4) for m in model.peg_mz()],
-        "n_peptides": len(model.peptides),
-        "peptides": [{"sequence": p.sequence, "protein": p.protein, "mz": round(p.mz, 4),
-                      "abundance": round(p.abundance, 4)} for p in model.peptides],
-    }, indent=1))
+    truth.write_text(
+        json.dumps(
+            {
+                "config": cfg_d,
+                "biomarkers": bm_rows,
+                "patients": plan,
+                "peg_mz": [round(float(m), 4) for m in model.peg_mz()],
+                "n_peptides": len(model.peptides),
+                "peptides": [
+                    {
+                        "sequence": p.sequence,
+                        "protein": p.protein,
+                        "mz": round(p.mz, 4),
+                        "abundance": round(p.abundance, 4),
+                    }
+                    for p in model.peptides
+                ],
+            },
+            indent=1,
+        )
+    )
     logger.info("simulated %d spectra in %.1f s into %s", n_written, time.perf_counter() - t0, out)
-    return SimulatedCohort(out_dir=out, annotations=ann, biomarkers=bio, ground_truth=truth,
-                           imzml_files=tuple(files), n_spectra=n_written)
+    return SimulatedCohort(
+        out_dir=out,
+        annotations=ann,
+        biomarkers=bio,
+        ground_truth=truth,
+        imzml_files=tuple(files),
+        n_spectra=n_written,
+    )

@@ -50,7 +50,9 @@ def grouped_stratified_kfold(
     labels = np.asarray(labels).astype(str)
     groups = np.asarray(groups).astype(str)
     if labels.shape != groups.shape or labels.ndim != 1:
-        raise ValueError(f"labels {labels.shape} and groups {groups.shape} must be equal 1-D shapes")
+        raise ValueError(
+            f"labels {labels.shape} and groups {groups.shape} must be equal 1-D shapes"
+        )
     if n_splits < 2:
         raise ValueError(f"n_splits must be >= 2, got {n_splits}")
     g_label = _group_labels(labels, groups)
@@ -64,7 +66,9 @@ def grouped_stratified_kfold(
     for cls in sorted(set(g_label.values())):
         members = [g for g in uniq.tolist() if g_label[g] == cls]
         if len(members) < n_splits:
-            logger.warning("class %r has only %d patients for %d folds", cls, len(members), n_splits)
+            logger.warning(
+                "class %r has only %d patients for %d folds", cls, len(members), n_splits
+            )
         members = [members[i] for i in rng.permutation(len(members))]
         members.sort(key=lambda g: -size[g])  # stable: random order among equal sizes
         per_class = np.zeros(n_splits)

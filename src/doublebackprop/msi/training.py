@@ -81,8 +81,10 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "epochs" else 1):
-                raise ValueError(f"TrainConfig: {name} must be an int >= "
-                                 f"{0 if name == 'epochs' else 1}, got {v!r}")
+                raise ValueError(
+                    f"TrainConfig: {name} must be an int >= "
+                    f"{0 if name == 'epochs' else 1}, got {v!r}"
+                )
         for name in ("l1", "l2"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
@@ -90,8 +92,9 @@ class TrainConfig:
         if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
             raise ValueError(f"TrainConfig: lr must be a finite number > 0, got {self.lr!r}")
         if self.engine not in ENGINES:
-            raise ValueError(f"TrainConfig: engine must be one of {sorted(ENGINES)}, "
-                             f"got {self.engine!r}")
+            raise ValueError(
+                f"TrainConfig: engine must be one of {sorted(ENGINES)}, got {self.engine!r}"
+            )
 
     @property
     def drr(self) -> bool:
@@ -168,8 +171,9 @@ class _Source:
             x = torch.from_numpy(x)
         if isinstance(x, Tensor):
             if x.dim() < 2 or not x.is_floating_point():
-                raise ValueError(f"x must be a floating tensor of shape (N, L), got "
-                                 f"{x.dtype} {tuple(x.shape)}")
+                raise ValueError(
+                    f"x must be a floating tensor of shape (N, L), got {x.dtype} {tuple(x.shape)}"
+                )
             self.tensor: Tensor | None = x
             self.dataset = None
             self.n = x.shape[0]
@@ -290,8 +294,10 @@ def train_model(
     if ckpt is not None and ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=False)
         if state.get("config") != _comparable(config):
-            raise ValueError(f"train_model: checkpoint {ckpt} was written with different settings "
-                             f"{state.get('config')}; remove it or use the same config")
+            raise ValueError(
+                f"train_model: checkpoint {ckpt} was written with different settings "
+                f"{state.get('config')}; remove it or use the same config"
+            )
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         history = [EpochStats(**h) for h in state["history"]]
@@ -302,9 +308,17 @@ def train_model(
     def save(epoch: int) -> None:
         if ckpt is None or rank != 0:
             return
-        _save_atomic({"config": _comparable(config), "epoch": epoch, "model": model.state_dict(),
-                      "optimizer": opt.state_dict(), "history": [asdict(h) for h in history],
-                      "rng": torch.get_rng_state()}, ckpt)
+        _save_atomic(
+            {
+                "config": _comparable(config),
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "history": [asdict(h) for h in history],
+                "rng": torch.get_rng_state(),
+            },
+            ckpt,
+        )
 
     model.train()
     with torch.random.fork_rng(devices=[]):
@@ -321,27 +335,34 @@ def train_model(
                 xb = source.batch(idx).to(device=device, dtype=dtype)
                 yb, wb = labels[idx].to(device), weights[idx].to(device)
                 opt.zero_grad(set_to_none=True)
-                res = objective(runner, xb, yb, penalty=penalty, engine=config.engine,
-                                sample_weight=wb)
+                res = objective(
+                    runner, xb, yb, penalty=penalty, engine=config.engine, sample_weight=wb
+                )
                 res.total.backward()
                 opt.step()
                 sums += [res.total.item(), res.task.item(), res.penalty.item()]
                 seen += len(idx)
             nb = max(len(batches), 1)
-            stats = EpochStats(epoch=epoch + 1, loss=sums[0] / nb, task=sums[1] / nb,
-                               penalty=sums[2] / nb, seconds=time.perf_counter() - t0,
-                               spectra=seen * world)
+            stats = EpochStats(
+                epoch=epoch + 1,
+                loss=sums[0] / nb,
+                task=sums[1] / nb,
+                penalty=sums[2] / nb,
+                seconds=time.perf_counter() - t0,
+                spectra=seen * world,
+            )
             if not math.isfinite(stats.loss):
-                raise FloatingPointError(f"train_model: loss became {stats.loss} in epoch "
-                                         f"{epoch + 1} (λ too large or lr too high?)")
+                raise FloatingPointError(
+                    f"train_model: loss became {stats.loss} in epoch "
+                    f"{epoch + 1} (λ too large or lr too high?)"
+                )
             history.append(stats)
             if callback is not None:
                 callback(stats, config.epochs)
             if (epoch + 1) % max(checkpoint_every, 1) == 0 or epoch + 1 == config.epochs:
                 save(epoch + 1)
     model.eval()
-    return TrainResult(model=model, history=tuple(history), resumed_from_epoch=start,
-                       config=config)
+    return TrainResult(model=model, history=tuple(history), resumed_from_epoch=start, config=config)
 
 
 @torch.no_grad()
