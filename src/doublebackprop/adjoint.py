@@ -107,7 +107,7 @@ class AdjointLeakyReLU(AdjointModule, nn.LeakyReLU):
 class _AdjointMaxPoolMixin(AdjointModule):
     _pool = staticmethod(F.max_pool1d)
 
-    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:  # type: ignore[override]
         with torch.no_grad():
             out, idx = self._pool(
                 x,

@@ -217,6 +217,7 @@ class Sweeps(Engine):
                 node.idx = idx
                 h = h.flatten(2).gather(2, idx.flatten(2)).view_as(out)
             else:
+                assert isinstance(node.op, LinearMap)
                 h = node.op.apply(h)
         logits = check_logits(h, x.shape[0], "objective")
         check_label_range(y, logits.shape[1], "objective")

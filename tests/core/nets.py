@@ -77,7 +77,9 @@ def penalties() -> dict[str, dbp.Penalty]:
     return {
         "gradnorm_loss": dbp.InputGradientPenalty(weight=0.3, target="loss"),
         "gradnorm_batch_mean": dbp.InputGradientPenalty(weight=0.3, reduction="batch_mean"),
-        "gradnorm_logit_l1": dbp.InputGradientPenalty(weight=0.2, target="true_logit", p=1, power=1),
+        "gradnorm_logit_l1": dbp.InputGradientPenalty(
+            weight=0.2, target="true_logit", p=1, power=1
+        ),
         "gradnorm_pred": dbp.InputGradientPenalty(weight=0.2, target="predicted_logit"),
         "drr": dbp.RelevancePenalty(l1=0.1, l2=0.2),
         "jacobian": dbp.JacobianPenalty(weight=0.05),

@@ -23,11 +23,15 @@ def _net() -> nn.Module:
 
 def _data():
     g = torch.Generator().manual_seed(1)
-    return torch.randn(8, 1, 8, generator=g, dtype=torch.float64), torch.randint(0, 3, (8,), generator=g)
+    return torch.randn(8, 1, 8, generator=g, dtype=torch.float64), torch.randint(
+        0, 3, (8,), generator=g
+    )
 
 
 def _worker(rank: int, world: int, port: int, out: dict) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     try:
         torch.set_num_threads(1)
         for engine in ENGINES:
@@ -54,7 +58,9 @@ def test_ddp_two_processes_equal_single_process():
     mp.start_processes(_worker, args=(2, _free_port(), out), nprocs=2, start_method="spawn")
     model = _net()
     x, y = _data()
-    dbp.objective(model, x, y, penalty=dbp.RelevancePenalty(l1=0.1, l2=0.1), engine="autograd").total.backward()
+    dbp.objective(
+        model, x, y, penalty=dbp.RelevancePenalty(l1=0.1, l2=0.1), engine="autograd"
+    ).total.backward()
     ref = torch.cat([p.grad.flatten() for p in model.parameters()])
     for engine in ENGINES:
         for rank in (0, 1):

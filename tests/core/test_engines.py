@@ -80,7 +80,9 @@ def test_finite_difference_error_shrinks_with_step():
     x, y = _data(shape, classes)
     pen = PENALTIES["gradnorm_loss"]
     _, g_ref = run(model, x, y, pen, "autograd")
-    errs = [_rel(run(model, x, y, pen, dbp.FiniteDifference(step=h))[1], g_ref) for h in (1e-1, 1e-3)]
+    errs = [
+        _rel(run(model, x, y, pen, dbp.FiniteDifference(step=h))[1], g_ref) for h in (1e-1, 1e-3)
+    ]
     assert errs[1] < errs[0]
 
 

@@ -132,7 +132,15 @@ def test_linear_maps(module, shape):
 
 @pytest.mark.parametrize(
     "module",
-    [nn.ReLU(), nn.LeakyReLU(0.1), nn.Softplus(beta=1.5), nn.Tanh(), nn.Sigmoid(), nn.ELU(0.7), nn.GELU()],
+    [
+        nn.ReLU(),
+        nn.LeakyReLU(0.1),
+        nn.Softplus(beta=1.5),
+        nn.Tanh(),
+        nn.Sigmoid(),
+        nn.ELU(0.7),
+        nn.GELU(),
+    ],
 )
 def test_activation_derivatives(module):
     act = activation(module)

@@ -51,12 +51,22 @@ def test_non_sequential_model_is_rejected():
             return x
 
     with pytest.raises(TypeError, match="nn.Sequential"):
-        dbp.objective(Net(), torch.randn(2, 3), torch.tensor([0, 1]),
-                      penalty=dbp.JacobianPenalty(weight=1.0), engine="sweeps")
+        dbp.objective(
+            Net(),
+            torch.randn(2, 3),
+            torch.tensor([0, 1]),
+            penalty=dbp.JacobianPenalty(weight=1.0),
+            engine="sweeps",
+        )
 
 
 def test_unsupported_layer_named():
     net = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))
     with pytest.raises(TypeError, match="BatchNorm1d at position 1"):
-        dbp.objective(net, torch.randn(4, 3), torch.tensor([0, 1, 0, 1]),
-                      penalty=dbp.JacobianPenalty(weight=1.0), engine="sweeps")
+        dbp.objective(
+            net,
+            torch.randn(4, 3),
+            torch.tensor([0, 1, 0, 1]),
+            penalty=dbp.JacobianPenalty(weight=1.0),
+            engine="sweeps",
+        )

@@ -18,7 +18,12 @@ def _net():
 @pytest.mark.parametrize(
     "x,y,exc,match",
     [
-        (torch.ones(4, 1, 8, dtype=torch.int64), torch.zeros(4, dtype=torch.long), TypeError, "floating"),
+        (
+            torch.ones(4, 1, 8, dtype=torch.int64),
+            torch.zeros(4, dtype=torch.long),
+            TypeError,
+            "floating",
+        ),
         (torch.ones(8), torch.zeros(1, dtype=torch.long), ValueError, "batch dimension"),
         (torch.full((4, 1, 8), float("nan")), torch.zeros(4, dtype=torch.long), ValueError, "NaN"),
         (torch.ones(4, 1, 8), torch.tensor([0, 1, 2, 3]), ValueError, r"y must lie in \[0, 2\]"),
@@ -67,7 +72,9 @@ def test_nan_gradient_is_reported():
             return torch.sqrt(x.flatten(1)[:, :2] * 0.0)  # sqrt'(0) = inf
 
     with pytest.raises(ValueError, match="input gradient contains NaN or Inf"):
-        dbp.objective(Blow(), torch.ones(2, 3), torch.tensor([0, 1]), penalty=PEN, engine="autograd")
+        dbp.objective(
+            Blow(), torch.ones(2, 3), torch.tensor([0, 1]), penalty=PEN, engine="autograd"
+        )
 
 
 @pytest.mark.parametrize("engine", ["adjoint", "autograd", "sweeps", "finite_difference"])
@@ -79,7 +86,9 @@ def test_state_restored_after_exception(engine):
         dbp.objective(net, x, torch.tensor([0, 1, 2, 9]), penalty=PEN, engine=engine)
     assert net.training is True
     assert x.requires_grad is False
-    assert sum(len(m._forward_hooks) + len(m._backward_hooks) for m in net.modules()) == hooks_before
+    assert (
+        sum(len(m._forward_hooks) + len(m._backward_hooks) for m in net.modules()) == hooks_before
+    )
     net.eval()
     xr = torch.randn(4, 1, 8, requires_grad=True)
     with pytest.raises(ValueError):
