@@ -5,9 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import LocallyConnected1d
-
-__all__ = ["mlp", "cnn2d", "resnet18_like", "spectra_cnn1d", "isotopenet_like", "BasicBlock"]
+__all__ = ["mlp", "cnn2d", "resnet18_like", "spectra_cnn1d", "BasicBlock"]
 
 
 def mlp(
@@ -96,43 +94,3 @@ def spectra_cnn1d(
         c = cout
     layers += [nn.AdaptiveAvgPool1d(16), nn.Flatten(), nn.Linear(c * 16, classes)]
     return nn.Sequential(*layers)
-
-
-class _PreActBlock1d(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.ReLU(),
-            nn.Conv1d(cin, cout, 3, 1, 1, bias=False),
-            nn.BatchNorm1d(cout),
-            nn.ReLU(),
-            nn.Conv1d(cout, cout, 3, stride, 1, bias=False),
-            nn.BatchNorm1d(cout),
-        )
-        self.skip: nn.Module = (
-            nn.Identity()
-            if cin == cout and stride == 1
-            else nn.Conv1d(cin, cout, 1, stride, bias=False)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.skip(x) + self.body(x)
-
-
-def isotopenet_like(length: int, classes: int = 2) -> nn.Sequential:
-    """An IsotopeNet-shaped benchmark net (blocks 8/8/8/1, strides 1/5/1/3, locally connected
-    layer width 5); the model used in experiments is :class:`doublebackprop.msi.models.IsotopeNet`."""
-    l2 = (((length - 1) // 5 + 1) - 1) // 3 + 1
-    return nn.Sequential(
-        _PreActBlock1d(1, 8, 1),
-        _PreActBlock1d(8, 8, 5),
-        _PreActBlock1d(8, 8, 1),
-        _PreActBlock1d(8, 1, 3),
-        nn.ReLU(),
-        nn.Dropout(0.3),
-        LocallyConnected1d(1, 1, l2, 5, padding=2, bias=False),
-        nn.BatchNorm1d(1),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(l2, classes),
-    )

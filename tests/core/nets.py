@@ -7,6 +7,7 @@ from torch import nn
 
 import doublebackprop as dbp
 from doublebackprop import zoo
+from doublebackprop.msi.models import IsotopeNet
 
 
 class ResidualBN(nn.Module):
@@ -50,7 +51,8 @@ def families() -> dict[str, tuple[nn.Module, tuple[int, ...], int]]:
         ),
         "cnn2d": (zoo.cnn2d(1, 8, 3, widths=(4, 6)), (5, 1, 8, 8), 3),
         "resnet_bn": (ResidualBN(), (6, 1, 8, 8), 3),
-        "isotopenet_like": (zoo.isotopenet_like(60, 2), (7, 1, 60), 2),
+        "isotopenet": (IsotopeNet(60, 2), (7, 1, 60), 2),
+        "isotopenet_scalar_bn": (IsotopeNet(60, 2, batch_norm="scalar"), (7, 1, 60), 2),
         "smooth": (
             nn.Sequential(
                 nn.Conv1d(1, 3, 3, padding=1),
@@ -84,7 +86,7 @@ def penalties() -> dict[str, dbp.Penalty]:
         "drr": dbp.RelevancePenalty(l1=0.1, l2=0.2),
         "jacobian": dbp.JacobianPenalty(weight=0.05),
         "custom": dbp.GradientFunctionPenalty(
-            lambda g, x: g.flatten(1).pow(2).sum(1).sqrt(), target="true_logit"
+            lambda g, x: g.flatten(1).pow(2).sum(1).log1p(), target="true_logit"
         ),
     }
 

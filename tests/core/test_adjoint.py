@@ -89,7 +89,7 @@ def test_unsupported_module_warns_once_naming_it():
 
 
 def test_known_modules_do_not_warn():
-    net = families()["isotopenet_like"][0]
+    net = families()["isotopenet"][0]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         dbp.adjoint(net)

@@ -166,7 +166,7 @@ def test_gradients_reach_through_inputs_that_require_grad():
 
 
 def test_dropout_train_mode_same_masks_same_gradients():
-    model, shape, classes = copy.deepcopy(FAMILIES["isotopenet_like"])
+    model, shape, classes = copy.deepcopy(FAMILIES["isotopenet"])
     model.train()
     x, y = _data(shape, classes)
     pen = PENALTIES["drr"]

@@ -194,6 +194,7 @@ def test_end_to_end_networks_no_refit_records_and_relevance():
     )  # no-refit: even λ = 0 models validate (same training set)
 
 
+@pytest.mark.slow  # spawns two worker processes (~10 s idle machine)
 def test_workers_give_identical_results_to_in_process():
     x, labels, patients, labs = cohort(patients_per_lab=6, spots=2, length=30)
     specs = [
