@@ -49,9 +49,10 @@ def _hyper(rec: dict) -> str:
 
 def format_table(records: Sequence[dict]) -> str:
     """A fixed-width text table of the records (the CLI prints it)."""
+    dw = max([len("direction"), *(len(r["direction"]) for r in records)]) + 2
     head = (
-        f"{'model':<18}{'direction':<12}{'spot BA % [95% CI]':<24}{'patient BA % [95% CI]':<25}"
-        f"{'|r| on biomarkers %':<21}{'top-1% mass':<12}"
+        f"{'model':<18}{'direction':<{dw}}{'spot BA % [95% CI]':<24}"
+        f"{'patient BA % [95% CI]':<25}{'|r| on biomarkers %':<21}{'top-1% mass %':<14}"
     )
     lines = [head, "-" * len(head)]
     for r in records:
@@ -59,9 +60,9 @@ def format_table(records: Sequence[dict]) -> str:
         spot = f"{_pct(r['spot_balanced_accuracy'])} [{_pct(s_ci[0])}, {_pct(s_ci[1])}]"
         pat = f"{_pct(r['patient_balanced_accuracy'])} [{_pct(p_ci[0])}, {_pct(p_ci[1])}]"
         lines.append(
-            f"{_label(r):<18}{r['direction']:<12}{spot:<24}{pat:<25}"
+            f"{_label(r):<18}{r['direction']:<{dw}}{spot:<24}{pat:<25}"
             f"{_pct(r.get('relevance_on_biomarkers')):<21}"
-            f"{_pct(r.get('relevance_top1pct_mass')):<12}"
+            f"{_pct(r.get('relevance_top1pct_mass')):<14}"
         )
     return "\n".join(lines)
 
