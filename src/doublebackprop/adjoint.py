@@ -52,23 +52,43 @@ class AdjointModule:
 # ----------------------------------------------------------------------------- convolutions
 class _ConvFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, op):  # type: ignore[override]
+    def forward(ctx, x, weight, bias, op, config):  # type: ignore[override]
         ctx.save_for_backward(x, weight)
-        ctx.op = op
+        ctx.op, ctx.config = op, config
         ctx.has_bias = bias is not None
         return op.apply_biased(weight, x, bias)
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         x, weight = ctx.saved_tensors
-        op = ctx.op
         nodes = [n for n, _ in ctx.next_functions]
-        gx = op.input_adjoint(weight, grad, x.shape) if _engine_needs(nodes[0]) else None
-        gw = op.param_adjoint(grad, x, weight.shape) if _engine_needs(nodes[1]) else None
-        gb = None
-        if ctx.has_bias and _engine_needs(nodes[2]):
-            gb = grad.sum(dim=[0, *range(2, grad.dim())])
-        return gx, gw, gb, None
+        mask = [
+            _engine_needs(nodes[0]),
+            _engine_needs(nodes[1]),
+            ctx.has_bias and _engine_needs(nodes[2]),
+        ]
+        if not torch.is_grad_enabled():
+            # Nobody differentiates this backward: the stock fused kernel is fastest.
+            stride, padding, dilation, groups = ctx.config
+            gx, gw, gb = torch.ops.aten.convolution_backward(
+                grad,
+                x,
+                weight,
+                None,
+                stride,
+                padding,
+                dilation,
+                False,
+                [0] * len(stride),
+                groups,
+                mask,
+            )
+            return gx, gw, gb, None, None
+        op = ctx.op
+        gx = op.input_adjoint(weight, grad, x.shape) if mask[0] else None
+        gw = op.param_adjoint(grad, x, weight.shape) if mask[1] else None
+        gb = grad.sum(dim=[0, *range(2, grad.dim())]) if mask[2] else None
+        return gx, gw, gb, None, None
 
 
 class _AdjointConvMixin(AdjointModule):
@@ -79,7 +99,8 @@ class _AdjointConvMixin(AdjointModule):
         x = pad_last_dims(x, pre)
         # A view makes the weight a non-leaf input, so the engine can tell whether it needs it.
         w = self.weight.view_as(self.weight)
-        return _ConvFn.apply(x, w, self.bias, op)
+        config = (list(self.stride), list(sym), list(self.dilation), self.groups)
+        return _ConvFn.apply(x, w, self.bias, op, config)
 
 
 class AdjointConv1d(_AdjointConvMixin, nn.Conv1d):
@@ -91,11 +112,27 @@ class AdjointConv2d(_AdjointConvMixin, nn.Conv2d):
 
 
 # ---------------------------------------------------------------------- locally linear maps
+class _ReLUFn(torch.autograd.Function):
+    """ReLU whose backward multiplies by a *constant* 0/1 mask: no edge back to ``x``, so
+    ``φ'' = 0`` is explicit and a logit saliency sends nothing into the primal graph."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        out = torch.relu(x)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        (out,) = ctx.saved_tensors
+        if not torch.is_grad_enabled():
+            return torch.ops.aten.threshold_backward(grad, out, 0)  # fused, as stock
+        return grad * (out > 0).to(grad.dtype)
+
+
 class AdjointReLU(AdjointModule, nn.ReLU):
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        # Multiplying by a constant 0/1 mask: the backward is ``g·mask`` with no edge back to
-        # ``x``, so φ'' = 0 is explicit. (A float mask beats ``torch.where`` on the CPU.)
-        return x * (x > 0).to(x.dtype)
+        return _ReLUFn.apply(x)
 
 
 class AdjointLeakyReLU(AdjointModule, nn.LeakyReLU):
@@ -283,10 +320,21 @@ class _BatchNormFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, batch_stats, momentum, eps):  # type: ignore[override]
-        out = F.batch_norm(x, running_mean, running_var, weight, bias, batch_stats, momentum, eps)
-        ctx.batch_stats, ctx.eps = batch_stats, eps
+        # What F.batch_norm runs, keeping the saved statistics for a fused backward.
+        out, save_mean, save_invstd, reserve, impl = torch._batch_norm_impl_index(
+            x,
+            weight,
+            bias,
+            running_mean,
+            running_var,
+            batch_stats,
+            momentum,
+            eps,
+            torch.backends.cudnn.enabled,
+        )
+        ctx.batch_stats, ctx.eps, ctx.impl = batch_stats, eps, impl
         if batch_stats:
-            ctx.save_for_backward(x, weight)
+            ctx.save_for_backward(x, weight, save_mean, save_invstd, reserve)
         else:
             ctx.save_for_backward(x, weight, running_mean.clone(), running_var.clone())
         return out
@@ -296,7 +344,28 @@ class _BatchNormFn(torch.autograd.Function):
         nodes = [n for n, _ in ctx.next_functions]
         needed = [_engine_needs(node) for node in nodes[:3]]
         if ctx.batch_stats:
-            x, weight = ctx.saved_tensors
+            x, weight, save_mean, save_invstd, reserve = ctx.saved_tensors
+            if not torch.is_grad_enabled():  # not differentiated further: the fused kernel
+                mask = [
+                    needed[0],
+                    weight is not None and needed[1],
+                    ctx.needs_input_grad[2] and needed[2],
+                ]
+                gx, gw, gb = torch.ops.aten._batch_norm_impl_index_backward(
+                    ctx.impl,
+                    x,
+                    grad,
+                    weight,
+                    None,
+                    None,
+                    save_mean,
+                    save_invstd,
+                    True,
+                    ctx.eps,
+                    mask,
+                    reserve,
+                )
+                return gx, gw, gb, None, None, None, None, None
             gx, gw, gb = _BatchNormTrainBackward.apply(grad, x, weight, ctx.eps)
             return (
                 gx if needed[0] else None,

@@ -26,11 +26,12 @@ from typing import Literal
 import numpy as np
 
 from ._jobs import Job, JobResult, JobRunner, ModelSpec
-from .interpret import RelevanceSummary, biomarker_mask
-from .metrics import score_predictions
+from ._results import Arm, assemble_arms, make_records
+from .interpret import biomarker_mask
 from .training import TrainConfig
 
 __all__ = [
+    "Arm",
     "ModelSpec",
     "ProtocolConfig",
     "ExperimentResult",
@@ -107,25 +108,6 @@ class ProtocolConfig:
             raise ValueError("seeds must not be empty")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
-
-
-@dataclass(frozen=True)
-class Arm:
-    """The predictions of one (model, protocol, direction) arm over all its test folds."""
-
-    spec: ModelSpec
-    protocol: str  # "interlab" | "intralab"
-    source: str
-    target: str
-    index: np.ndarray  # (n,) rows of the cohort
-    pred: np.ndarray  # (S, n) predicted class per seed
-    chosen: tuple  # chosen hyper-parameter per outer fold
-    relevance: RelevanceSummary | None
-    seconds: float
-
-    @property
-    def direction(self) -> str:
-        return f"{self.source}->{self.target}"
 
 
 @dataclass(frozen=True)
@@ -392,8 +374,8 @@ def run_interlab(
         test_res = fin_res
     else:
         test_res = [r for r in sel_res if r.job.hyper == chosen[(r.job.spec.key, *r.job.tag[:4])]]
-    arms = _assemble(specs, plan, test_res, chosen, config, x.shape[1])
-    records = _records(arms, y, patients, labs, cls, mask, config)
+    arms = assemble_arms(specs, plan, test_res, chosen, config, x.shape[1])
+    records = make_records(arms, y, patients, labs, cls, mask, config)
     return ExperimentResult(
         records=tuple(records),
         arms=tuple(arms),
@@ -403,116 +385,6 @@ def run_interlab(
         biomarkers=None if biomarkers is None else np.asarray(biomarkers, np.float64),
         config=config,
     )
-
-
-def _assemble(
-    specs, plan, results: list[JobResult], chosen, cfg: ProtocolConfig, length: int
-) -> list[Arm]:
-    arms = []
-    keys = []
-    for spec, protocol, src, tgt, _, _ in plan:
-        if (spec, protocol, src, tgt) not in keys:
-            keys.append((spec, protocol, src, tgt))
-    for spec, protocol, src, tgt in keys:
-        mine = [r for r in results if r.job.spec == spec and r.job.tag[:3] == (protocol, src, tgt)]
-        mine.sort(key=lambda r: (r.job.tag[3], r.job.seed))
-        index: list[np.ndarray] = []
-        preds: dict[int, list[np.ndarray]] = {s: [] for s in cfg.seeds}
-        rel: RelevanceSummary | None = None
-        secs = 0.0
-        for r in mine:
-            secs += r.seconds
-            preds[r.job.seed].append(r.pred["test"])
-            if r.job.seed == cfg.seeds[0]:
-                index.append(r.job.evals["test"])
-                if r.relevance is not None:
-                    rel = r.relevance if rel is None else rel.merge(r.relevance)
-        idx = np.concatenate(index) if index else np.zeros(0, np.int64)
-        pred = (
-            np.stack([np.concatenate(preds[s]) for s in cfg.seeds]) if index else np.zeros((1, 0))
-        )
-        picks = tuple(chosen[(spec.key, protocol, src, tgt, k)] for k in range(cfg.n_splits))
-        arms.append(
-            Arm(
-                spec=spec,
-                protocol=protocol,
-                source=src,
-                target=tgt,
-                index=idx,
-                pred=pred,
-                chosen=picks,
-                relevance=rel,
-                seconds=secs,
-            )
-        )
-    return arms
-
-
-def _record(
-    spec: ModelSpec,
-    protocol: str,
-    direction: str,
-    arms: list[Arm],
-    y,
-    patients,
-    labs,
-    classes,
-    mask,
-    cfg: ProtocolConfig,
-) -> dict:
-    idx = np.concatenate([a.index for a in arms])
-    pred = np.concatenate([a.pred for a in arms], axis=1)
-    groups = np.char.add(np.char.add(patients[idx], "@"), labs[idx])
-    sc = score_predictions(
-        y[idx],
-        pred,
-        groups,
-        num_classes=len(classes),
-        n_bootstrap=cfg.n_bootstrap,
-        seed=cfg.fold_seed,
-    )
-    rel = None
-    for a in arms:
-        if a.relevance is not None:
-            rel = a.relevance if rel is None else rel.merge(a.relevance)
-    rec = {
-        "model": spec.name,
-        "drr": spec.drr,
-        "protocol": protocol,
-        "direction": direction,
-        "validation": cfg.validation if (len(spec.grid) > 1 or not cfg.refit) else "none",
-        "spot_balanced_accuracy": sc.spot,
-        "spot_ci": list(sc.spot_ci),
-        "patient_balanced_accuracy": sc.patient,
-        "patient_ci": list(sc.patient_ci),
-        "n_spots": sc.n_spots,
-        "n_patients": sc.n_patients,
-        spec.hyper_name: [c for a in arms for c in a.chosen],
-        "seeds": list(cfg.seeds),
-        "train_seconds": float(sum(a.seconds for a in arms)),
-    }
-    if rel is not None:
-        rec["relevance_top1pct_mass"] = rel.top_fraction_mean
-        rec["relevance_gini"] = rel.gini_mean
-        if mask is not None:
-            rec["relevance_on_biomarkers"] = rel.mass_fraction(mask)
-    return rec
-
-
-def _records(arms: list[Arm], y, patients, labs, classes, mask, cfg) -> list[dict]:
-    """Per model: its directions, then pooled; inter-lab before intra-lab."""
-    out = []
-    groups: dict[tuple, list[Arm]] = {}
-    for a in arms:
-        groups.setdefault((a.spec, a.protocol), []).append(a)
-    for (spec, protocol), members in groups.items():
-        for a in members:
-            out.append(
-                _record(spec, protocol, a.direction, [a], y, patients, labs, classes, mask, cfg)
-            )
-        name = "pooled" if protocol == "interlab" else "within-lab"
-        out.append(_record(spec, protocol, name, members, y, patients, labs, classes, mask, cfg))
-    return out
 
 
 def result_to_json(result: ExperimentResult) -> dict:

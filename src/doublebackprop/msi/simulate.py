@@ -160,7 +160,7 @@ def _default_protocols() -> tuple[BatchProtocol, ...]:
     return (
         BatchProtocol(
             "peg-detergent",
-            calibration_shift_ppm=35.0,
+            calibration_shift_ppm=12.0,
             baseline_factor=1.08,
             baseline_tilt=0.4,
             matrix_factor=0.8,
@@ -169,7 +169,7 @@ def _default_protocols() -> tuple[BatchProtocol, ...]:
         ),
         BatchProtocol(
             "digest-residue",
-            calibration_shift_ppm=-35.0,
+            calibration_shift_ppm=-12.0,
             baseline_factor=0.94,
             baseline_tilt=-0.4,
             matrix_factor=1.8,
@@ -206,12 +206,12 @@ class SimulationConfig:
     patients_per_lab: int = 20
     cores_per_patient: int = 3
     spots_per_core: int = 20
-    confounding: float = 0.85
+    confounding: float = 0.8
     mz_min: float = 600.0
     mz_max: float = 2100.0
     n_points: int = 12000
     n_biomarkers: int = 6
-    biomarker_log_fold_change: float = 0.8
+    biomarker_log_fold_change: float = 1.0
     patient_sd: float = 0.45
     core_sd: float = 0.2
     spot_sd: float = 0.25
