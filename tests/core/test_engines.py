@@ -173,3 +173,18 @@ def test_dropout_train_mode_same_masks_same_gradients():
     _, g1 = run(model, x, y, pen, "adjoint", seed=5)
     _, g2 = run(model, x, y, pen, "autograd", seed=5)
     assert _rel(g1, g2) <= 1e-8
+
+
+def test_finite_difference_with_train_mode_batchnorm_keeps_buffers():
+    """The extra forwards must leave running statistics as the main forward left them."""
+    model, shape, classes = copy.deepcopy(FAMILIES["resnet_bn"])
+    model.train()
+    x, y = _data(shape, classes)
+    reference = copy.deepcopy(model)
+    reference(x)  # one forward: what the buffers should read afterwards
+    ref_stats = [b.clone() for b in reference.buffers()]
+    fd = dbp.FiniteDifference(step=1e-5, central=True)
+    _, g = run(model, x, y, dbp.JacobianPenalty(weight=0.1), fd)
+    assert all(torch.equal(a, b) for a, b in zip(ref_stats, model.buffers()))
+    _, g_ref = run(reference, x, y, dbp.JacobianPenalty(weight=0.1), "autograd")
+    assert _rel(g, g_ref) <= 1e-3  # batch-coupled directional derivative, still approximated

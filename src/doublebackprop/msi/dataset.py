@@ -243,16 +243,18 @@ def load_table(
 def table_from_plan(plan: LoadPlan, block_size: int = 1024) -> SpectraTable:
     """Read every block of ``plan`` into memory (see :func:`iter_table_blocks`)."""
     ann = plan.annotations
-    parts: dict[int, np.ndarray] = {}
-    mz = np.zeros(0)
+    parts: list[np.ndarray] = []
     order: list[np.ndarray] = []
-    for rows, mz, block in iter_table_blocks(plan, block_size):
-        parts[len(order)] = block
+    axes: list[np.ndarray] = []
+    for rows, out_mz, block in iter_table_blocks(plan, block_size):
+        parts.append(block)
         order.append(rows)
+        axes.append(out_mz)
     if not order:
         raise ValueError(f"{ann.source}: no annotated spectra")
+    mz = axes[0]
     rows = np.concatenate(order)
-    x = np.concatenate([parts[k] for k in range(len(order))])
+    x = np.concatenate(parts)
     if not np.array_equal(rows, np.arange(len(rows))):
         x = x[np.argsort(rows)]
     for r in plan.readers.values():

@@ -170,6 +170,8 @@ class ImzMLReader:
 
     def _check_values(self, values: np.ndarray, first: int) -> np.ndarray:
         """NaN/negative check of a (n, L) or (L,) block starting at spectrum ``first``."""
+        if values.size == 0 or (np.isfinite(values.sum(dtype=np.float64)) and values.min() >= 0):
+            return values  # fast path: two reductions, no temporaries
         bad = ~np.isfinite(values) | (values < 0)
         if not bad.any():
             return values
@@ -458,7 +460,7 @@ class ImzMLWriter:
         px = ""
         if self.pixel_size_um is not None:
             unit = ' unitCvRef="UO" unitAccession="UO:0000017" unitName="micrometer"'
-            px = cv("IMS", "IMS:1000046", "pixel size x", self.pixel_size_um, unit) + cv(
+            px = cv("IMS", "IMS:1000046", "pixel size (x)", self.pixel_size_um, unit) + cv(
                 "IMS", "IMS:1000047", "pixel size y", self.pixel_size_um, unit
             )
         head = f"""<?xml version="1.0" encoding="UTF-8"?>

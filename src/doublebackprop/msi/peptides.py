@@ -44,7 +44,9 @@ def read_fasta(path: str | Path) -> list[tuple[str, str, float]]:
 
 def _parse_fasta(text: str) -> list[tuple[str, str, float]]:
     out: list[tuple[str, str, float]] = []
-    name, seq, prior = None, [], 1.0
+    name: str | None = None
+    seq: list[str] = []
+    prior = 1.0
     for line in text.splitlines() + [">"]:
         line = line.strip()
         if not line or line.startswith(";"):

@@ -283,7 +283,7 @@ def _choose_biomarkers(
 ) -> list[int]:
     ab = np.array([p.abundance for p in peps])
     mz = np.array([p.mz for p in peps])
-    ok = (mz > 720) & (mz < 1980) & (ab >= np.quantile(ab, 0.4)) & (ab <= np.quantile(ab, 0.95))
+    ok = (mz > 850) & (mz < 1950) & (ab >= np.quantile(ab, 0.6)) & (ab <= np.quantile(ab, 0.97))
     ok &= np.array([np.min(np.abs(avoid - m)) > 3.0 if avoid.size else True for m in mz])
     cand = [i for i in np.flatnonzero(ok)]
     cand = [cand[i] for i in rng.permutation(len(cand))]
@@ -531,9 +531,8 @@ def simulate_cohort(
                             y = cy * span + span // 2 + oy + 1
                             if cfg.mode == "continuous":
                                 writer.add_spectrum(spec[s], (x, y))
-                            else:
-                                keep = spec[s] > 0
-                                writer.add_spectrum(spec[s][keep], (x, y), mz=axis[keep])
+                            else:  # processed profile: each spectrum carries its own m/z array
+                                writer.add_spectrum(spec[s], (x, y), mz=axis)
                             rows.append(
                                 [
                                     name,
@@ -574,9 +573,9 @@ def simulate_cohort(
             }
         )
     with open(bio, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(bm_rows[0]))
-        w.writeheader()
-        w.writerows(bm_rows)
+        dw = csv.DictWriter(fh, fieldnames=list(bm_rows[0]))
+        dw.writeheader()
+        dw.writerows(bm_rows)
     truth = out / "ground_truth.json"
     cfg_d = asdict(replace(cfg))
     truth.write_text(
