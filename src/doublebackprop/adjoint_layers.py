@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import pad_last_dims
-from .operators import conv_operator, conv_padding
+from .operators import adaptive_avg_map, avg_pool_map, conv_operator, conv_padding
 
 __all__ = ["AdjointModule"]
 
@@ -164,36 +164,11 @@ class _LinearMapFn(torch.autograd.Function):
         return ctx.adjoint(grad, ctx.shape), None, None
 
 
-def _avg_pool_adjoint(pool, kwargs):
-    def adjoint(grad: Tensor, shape: torch.Size) -> Tensor:
-        # The pool's gradient w.r.t. a dummy input is K^T(grad); a dummy keeps it first-order.
-        probe = torch.zeros(shape, dtype=grad.dtype, device=grad.device, requires_grad=True)
-        with torch.enable_grad():
-            (g,) = torch.autograd.grad(
-                pool(probe, **kwargs), probe, grad, create_graph=torch.is_grad_enabled()
-            )
-        return g
-
-    return adjoint
-
-
 class _AdjointAvgPoolMixin(AdjointModule):
-    def _pool_kwargs(self) -> dict:
-        kw = {
-            "kernel_size": self.kernel_size,
-            "stride": self.stride,
-            "padding": self.padding,
-            "ceil_mode": self.ceil_mode,
-            "count_include_pad": self.count_include_pad,
-        }
-        if isinstance(self, nn.AvgPool2d):
-            kw["divisor_override"] = self.divisor_override
-        return kw
-
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        pool = F.avg_pool1d if isinstance(self, nn.AvgPool1d) else F.avg_pool2d
-        kw = self._pool_kwargs()
-        return _LinearMapFn.apply(x, lambda t: pool(t, **kw), _avg_pool_adjoint(pool, kw))
+        # K^T is applied to the gradient alone (no edge back to the primal input).
+        lin = avg_pool_map(self, 1 if isinstance(self, nn.AvgPool1d) else 2)
+        return _LinearMapFn.apply(x, lin.apply, lin.adjoint)
 
 
 class AdjointAvgPool1d(_AdjointAvgPoolMixin, nn.AvgPool1d):
@@ -210,9 +185,8 @@ class _AdjointAdaptiveAvgMixin(AdjointModule):
         size = self.output_size
         if size == 1 or size == (1,) * nd:  # global average: mean's backward is an expand
             return x.mean(dim=tuple(range(2, 2 + nd)), keepdim=True)
-        pool = F.adaptive_avg_pool1d if nd == 1 else F.adaptive_avg_pool2d
-        kw = {"output_size": size}
-        return _LinearMapFn.apply(x, lambda t: pool(t, **kw), _avg_pool_adjoint(pool, kw))
+        lin = adaptive_avg_map(size, nd)
+        return _LinearMapFn.apply(x, lin.apply, lin.adjoint)
 
 
 class AdjointAdaptiveAvgPool1d(_AdjointAdaptiveAvgMixin, nn.AdaptiveAvgPool1d):

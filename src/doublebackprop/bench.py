@@ -231,12 +231,12 @@ def _target(
 
 
 def format_table(rows: list[BenchRow], device: str) -> str:
-    head = f"{'model':24s} {'penalty':19s} {'engine':20s} {'median ms':>10s} {'×plain':>7s} {'×stock':>7s} {'mem MB':>8s} {'mem×':>6s}  target"
+    head = f"{'model':24s} {'penalty':19s} {'engine':24s} {'median ms':>10s} {'×plain':>7s} {'×stock':>7s} {'mem MB':>8s} {'mem×':>6s}  target"
     lines = [f"device: {device}", head, "-" * len(head)]
     for r in rows:
         verdict = "" if r.met is None else ("met" if r.met else "NOT met")
         lines.append(
-            f"{r.model:24s} {r.penalty:19s} {r.engine:20s} {r.median_ms:10.2f} {r.ratio_to_plain:7.2f} "
+            f"{r.model:24s} {r.penalty:19s} {r.engine:24s} {r.median_ms:10.2f} {r.ratio_to_plain:7.2f} "
             f"{r.ratio_to_stock:7.2f} {r.memory_mb:8.1f} {r.memory_ratio_to_plain:6.2f}  {r.target} {verdict}"
         )
     return "\n".join(lines)

@@ -184,7 +184,8 @@ def _flatten_map(start: int, end: int) -> LinearMap:
     return LinearMap(lambda x: x.flatten(start, end), lambda y, shape: y.reshape(shape))
 
 
-def _avg_pool_map(module: nn.Module, nd: int) -> LinearMap:
+def avg_pool_map(module: nn.Module, nd: int) -> LinearMap:
+    """``K``/``K^T`` of an ``AvgPool1d``/``AvgPool2d`` (``nd``) with the module's settings."""
     pool = {1: F.avg_pool1d, 2: F.avg_pool2d}[nd]
     kw = {
         "kernel_size": module.kernel_size,
@@ -207,13 +208,16 @@ def _avg_pool_map(module: nn.Module, nd: int) -> LinearMap:
     return LinearMap(lambda x: pool(x, **kw), adjoint)
 
 
-def _adaptive_avg_map(output_size: int | Sequence[int], nd: int) -> LinearMap:
+def adaptive_avg_map(output_size: int | Sequence[int], nd: int) -> LinearMap:
+    """``K``/``K^T`` of adaptive average pooling to ``output_size``."""
     pool = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d}[nd]
 
     def adjoint(y: Tensor, shape: Sequence[int]) -> Tensor:
         with torch.enable_grad():
             probe = torch.zeros(shape, dtype=y.dtype, device=y.device, requires_grad=True)
-            (g,) = torch.autograd.grad(pool(probe, output_size), probe, y, create_graph=True)
+            (g,) = torch.autograd.grad(
+                pool(probe, output_size), probe, y, create_graph=y.requires_grad
+            )
         return g
 
     return LinearMap(lambda x: pool(x, output_size), adjoint)
@@ -229,9 +233,9 @@ def linear_map(module: nn.Module) -> LinearMap | None:
     if t is nn.Identity or (t in (nn.Dropout, nn.Dropout1d, nn.Dropout2d) and not module.training):
         return LinearMap(lambda x: x, lambda y, shape: y)
     if t in (nn.AvgPool1d, nn.AvgPool2d):
-        return _avg_pool_map(module, 1 if t is nn.AvgPool1d else 2)
+        return avg_pool_map(module, 1 if t is nn.AvgPool1d else 2)
     if t in (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d):
-        return _adaptive_avg_map(module.output_size, 1 if t is nn.AdaptiveAvgPool1d else 2)
+        return adaptive_avg_map(module.output_size, 1 if t is nn.AdaptiveAvgPool1d else 2)
     return None
 
 
