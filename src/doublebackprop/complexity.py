@@ -65,7 +65,7 @@ def _median_ms(fn, repeats: int) -> float:
 
 
 def complexity_table(
-    *, width: int = 256, depth: int = 3, batch: int = 64, classes: int = 10, repeats: int = 5
+    *, width: int = 256, depth: int = 3, batch: int = 64, classes: int = 10, repeats: int = 15
 ) -> list[ComplexityRow]:
     """Counts and timings on an MLP ``64 → width^depth → classes``."""
     rows = []
