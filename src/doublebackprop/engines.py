@@ -133,15 +133,24 @@ class Adjoint(Autograd):
         return adjoint(model)
 
 
+def _rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
 @contextlib.contextmanager
-def _replayed(model: nn.Module, rng_state: Tensor) -> Iterator[None]:
+def _replayed(
+    model: nn.Module, rng_state: tuple[Tensor, Tensor | None], device: torch.device
+) -> Iterator[None]:
     """Run a forward with the RNG state of an earlier one (same dropout masks) and without
     changing buffers (BatchNorm running statistics)."""
     saved = {name: b.clone() for name, b in model.named_buffers()}
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    devices = [device] if device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices):
-            torch.set_rng_state(rng_state)
+            torch.set_rng_state(rng_state[0])
+            if rng_state[1] is not None:
+                torch.cuda.set_rng_state(rng_state[1], device)
             yield
     finally:
         # Through ``.data``: stock BatchNorm saved the running statistics for its backward, and
@@ -180,7 +189,7 @@ class FiniteDifference(Engine):
         self.step, self.central = float(step), bool(central)
 
     def penalty_term(self, model, x, y, penalty, weight):
-        rng_state = torch.get_rng_state()
+        rng_state = _rng_state(x.device)
         leaf = x.detach().requires_grad_(True)
         logits = forward_logits(model, leaf, y, "objective")
         seeds = penalty.seeds(logits, y)
@@ -198,10 +207,10 @@ class FiniteDifference(Engine):
             if norm == 0:
                 continue
             d = v[r] * (scale / norm)
-            with _replayed(model, rng_state):
+            with _replayed(model, rng_state, x.device):
                 z_plus = model(x.detach() + self.step * d)
             if self.central:
-                with _replayed(model, rng_state):
+                with _replayed(model, rng_state, x.device):
                     z_minus = model(x.detach() - self.step * d)
                 diff = (z_plus - z_minus) / 2
             else:

@@ -188,3 +188,14 @@ def test_finite_difference_with_train_mode_batchnorm_keeps_buffers():
     assert all(torch.equal(a, b) for a, b in zip(ref_stats, model.buffers()))
     _, g_ref = run(reference, x, y, dbp.JacobianPenalty(weight=0.1), "autograd")
     assert _rel(g, g_ref) <= 1e-3  # batch-coupled directional derivative, still approximated
+
+
+def test_finite_difference_replays_dropout_masks():
+    """Train mode with dropout: the perturbed forwards must reuse the main forward's masks."""
+    model, shape, classes = copy.deepcopy(FAMILIES["isotopenet"])
+    model.train()
+    x, y = _data(shape, classes)
+    pen = PENALTIES["drr"]
+    _, g_ref = run(copy.deepcopy(model), x, y, pen, "autograd", seed=3)
+    _, g = run(model, x, y, pen, dbp.FiniteDifference(step=1e-6, central=True), seed=3)
+    assert _rel(g, g_ref) <= 1e-3
