@@ -164,3 +164,17 @@ def test_bad_input_fails_before_training(cohort, tmp_path, capsys, monkeypatch, 
     )
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_biomarker_csv_peaks_and_per_model_epochs(tmp_path):
+    path = tmp_path / "bm.csv"
+    path.write_text("mz,isotope_mz,adduct_mz\n1000.5,1000.5;1001.5,1022.48\n1200.0,,\n")
+    assert experiment_cli._read_biomarkers(path).tolist() == [1000.5, 1001.5, 1022.48, 1200.0]
+    parser = argparse.ArgumentParser()
+    experiment_cli.add_demo_arguments(parser)
+    quick = experiment_cli._settings(parser.parse_args(["--out", "x"]))
+    assert quick["epochs"] > quick["resnet_epochs"]  # the comparison arm trains shorter
+    explicit = experiment_cli._settings(parser.parse_args(["--out", "x", "--epochs", "3"]))
+    assert explicit["epochs"] == 3 and explicit["resnet_epochs"] is None  # --epochs: every net
+    specs = experiment_cli._specs(("isotopenet", "resnet1d+drr", "linear"), quick)
+    assert [s.epochs for s in specs] == [None, quick["resnet_epochs"], None]

@@ -154,13 +154,15 @@ def test_end_to_end_networks_no_refit_records_and_relevance():
     x, labels, patients, labs = cohort(patients_per_lab=6, spots=3, length=30)
     iso = partial(IsotopeNet, dropout=0.0)
     specs = [
-        ModelSpec("isotopenet", iso),
+        ModelSpec("isotopenet", iso, epochs=2),  # overrides the protocol's epochs
         ModelSpec("isotopenet", iso, grid=(1e-2, 1e-1)),
         ModelSpec("linear", None, grid=(2, 5)),
     ]
     cfg = ProtocolConfig(
         n_splits=3, refit=False, n_bootstrap=10, train=TrainConfig(epochs=1, batch_size=8)
     )
+    with pytest.raises(ValueError, match="epochs"):
+        ModelSpec("isotopenet", iso, epochs=0)
     mz = np.linspace(700, 729, 30)
     calls = []
     res = run_interlab(
@@ -188,6 +190,13 @@ def test_end_to_end_networks_no_refit_records_and_relevance():
         assert 0 < r["relevance_top1pct_mass"] <= 1 and 0 <= r["relevance_gini"] <= 1
     drr = next(r for r in pooled if r["drr"])
     assert set(drr["lambda"]) <= {1e-2, 1e-1} and len(drr["lambda"]) == 6
+    assert [r.get("epochs") for r in pooled] == [2, 1, None]
+
+    x32 = x.astype(np.float32)
+    shared = {"x": x32, "y": (labels == "ovary").astype(np.int64), "num_classes": 2}
+    job = _jobs.Job(specs[0], 0.0, 0, np.arange(12), {"test": np.arange(12, 18)}, tag=())
+    history = _jobs._execute(job, shared, cfg.train)[4]
+    assert len(history) == 2  # the spec's epochs, not the protocol's 1
     assert (
         next(r for r in pooled if r["model"] == "isotopenet" and not r["drr"])["validation"]
         == "target"

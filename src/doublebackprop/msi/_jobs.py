@@ -38,7 +38,8 @@ class ModelSpec:
     ``build(input_length=L, num_classes=K)`` returns a network (it must be picklable for worker
     processes: a class or a :func:`functools.partial` of one); ``build=None`` is the linear
     baseline, whose grid holds numbers of m/z bins. For networks the grid holds DRR's λ
-    (λ₁ = λ₂ = λ; 0 = plain cross-entropy).
+    (λ₁ = λ₂ = λ; 0 = plain cross-entropy). ``epochs`` overrides the protocol's training
+    epochs for this model (None: use them).
 
     Examples
     --------
@@ -51,8 +52,11 @@ class ModelSpec:
     build: Callable[..., nn.Module] | None
     grid: tuple = (0.0,)
     relative_cost: float = 1.0
+    epochs: int | None = None
 
     def __post_init__(self) -> None:
+        if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
+            raise ValueError(f"ModelSpec {self.name!r}: epochs must be an int >= 1 or None")
         grid = tuple(self.grid)
         if not grid:
             raise ValueError(f"ModelSpec {self.name!r}: grid must not be empty")
@@ -79,6 +83,10 @@ class ModelSpec:
     def key(self) -> str:
         return self.name + ("+drr" if self.drr else "")
 
+    def train_config(self, cfg: TrainConfig) -> TrainConfig:
+        """The protocol's training settings with this model's epochs."""
+        return cfg if self.epochs is None else replace(cfg, epochs=self.epochs)
+
     @property
     def hyper_name(self) -> str:
         return "n_features" if self.build is None else "lambda"
@@ -99,7 +107,7 @@ class Job:
             return float(len(self.train))
         return float(
             len(self.train)
-            * max(cfg.epochs, 1)
+            * max(self.spec.train_config(cfg).epochs, 1)
             * self.spec.relative_cost
             * (2.0 if self.hyper > 0 else 1.0)
         )
@@ -146,7 +154,9 @@ def _execute(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(job.seed)
             model = job.spec.build(input_length=x.shape[1], num_classes=k)
-        run_cfg = replace(cfg, l1=float(job.hyper), l2=float(job.hyper), seed=job.seed)
+        run_cfg = replace(
+            job.spec.train_config(cfg), l1=float(job.hyper), l2=float(job.hyper), seed=job.seed
+        )
         res = train_model(
             model,
             torch.from_numpy(xt),

@@ -122,6 +122,8 @@ def _record(
         "seeds": list(cfg.seeds),
         "train_seconds": float(sum(a.seconds for a in arms)),
     }
+    if spec.build is not None:
+        rec["epochs"] = spec.train_config(cfg.train).epochs
     if rel is not None:
         rec["relevance_top1pct_mass"] = rel.top_fraction_mean
         rec["relevance_gini"] = rel.gini_mean

@@ -352,7 +352,7 @@ def run_interlab(
     total = sum(j.cost(config.train) for j in sel_jobs)
     total += sum(
         len(where(src, _outside(folds, k, config.n_splits)))
-        * config.train.epochs
+        * spec.train_config(config.train).epochs
         * spec.relative_cost
         * len(config.seeds)
         for spec, _, src, _, k, _ in final_jobs_planned

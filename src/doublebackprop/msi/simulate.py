@@ -231,6 +231,7 @@ class SimulationConfig:
     n_points: int = 12000
     n_biomarkers: int = 6
     biomarker_log_fold_change: float = 1.4
+    biomarker_abundance: tuple[float, float] = (0.75, 0.99)
     patient_sd: float = 0.45
     core_sd: float = 0.2
     spot_sd: float = 0.25
@@ -303,7 +304,8 @@ def _choose_biomarkers(
 ) -> list[int]:
     ab = np.array([p.abundance for p in peps])
     mz = np.array([p.mz for p in peps])
-    ok = (mz > 850) & (mz < 1950) & (ab >= np.quantile(ab, 0.6)) & (ab <= np.quantile(ab, 0.97))
+    lo, hi = np.quantile(ab, cfg.biomarker_abundance)
+    ok = (mz > 850) & (mz < 1950) & (ab >= lo) & (ab <= hi)
     ok &= np.array([np.min(np.abs(avoid - m)) > 3.0 if avoid.size else True for m in mz])
     cand = [i for i in np.flatnonzero(ok)]
     cand = [cand[i] for i in rng.permutation(len(cand))]
@@ -584,12 +586,15 @@ def simulate_cohort(
         pep = model.peptides[i]
         env = np.asarray(pep.envelope)
         iso = [pep.mz + ISOTOPE_SPACING * k for k in range(len(env)) if env[k] >= 0.05]
+        # the sodium adduct is rendered for isotopes with envelope >= 0.08 (``_Cohort.iso_na``)
+        na = [pep.mz + NA_SHIFT + ISOTOPE_SPACING * k for k in range(len(env)) if env[k] >= 0.08]
         higher = cfg.classes[1] if model.effect[i] > 0 else cfg.classes[0]
         bm_rows.append(
             {
                 "mz": round(pep.mz, 4),
                 "mz_most_abundant": round(pep.mz + ISOTOPE_SPACING * int(env.argmax()), 4),
                 "isotope_mz": ";".join(f"{m:.4f}" for m in iso),
+                "adduct_mz": ";".join(f"{m:.4f}" for m in na),
                 "peptide": pep.sequence,
                 "protein": pep.protein,
                 "higher_in": higher,
