@@ -20,7 +20,9 @@ Spectrum model (counts per m/z sample, positive-ion reflector MALDI-TOF, m/z 600
   ``n_biomarkers`` peptides differ by ±``biomarker_log_fold_change``/2 between the classes (half
   higher in each class; default 1.4, i.e. a 4-fold difference, a typical size for the peptide
   markers that separate carcinoma types in MALDI imaging), somewhat larger than the patient
-  variability: clear per patient, but not error-free spot by spot. Each spot also gets a global
+  variability: clear per patient, but not error-free spot by spot. Biomarkers are drawn from
+  the stronger peptide peaks (``biomarker_abundance`` quantiles 0.75–0.99): reported MALDI
+  markers are peaks that survive peak picking in most spectra. Each spot also gets a global
   yield factor (crystal/laser variation).
 * **Instrument** — Gaussian peaks of constant resolving power (FWHM ∝ m/z, as for a TOF at
   fixed time resolution); sampling uniform in √(m/z) (a TOF digitiser samples uniformly in time,
