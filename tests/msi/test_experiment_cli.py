@@ -178,3 +178,21 @@ def test_biomarker_csv_peaks_and_per_model_epochs(tmp_path):
     assert explicit["epochs"] == 3 and explicit["resnet_epochs"] is None  # --epochs: every net
     specs = experiment_cli._specs(("isotopenet", "resnet1d+drr", "linear"), quick)
     assert [s.epochs for s in specs] == [None, quick["resnet_epochs"], None]
+
+
+def test_demo_on_fiedler_is_leave_one_site_out(fiedler_path, tmp_path):
+    out = tmp_path / "f"
+    argv = ["demo", "--fiedler", "--out", str(out), "--epochs", "1", "--bin-width", "20"]
+    assert (
+        _cli([*argv, "--models", "isotopenet+drr,linear", "--no-progress", "--workers", "1"]) == 0
+    )
+    records = json.loads((out / "results.json").read_text())
+    assert {r["direction"] for r in records} == {
+        "heidelberg->leipzig",
+        "leipzig->heidelberg",
+        "pooled",
+    }
+    assert all("relevance_on_biomarkers" not in r for r in records)  # no ground truth
+    settings = json.loads((out / "settings.json").read_text())["settings"]
+    assert settings["lambdas"] == [0.3] and settings["refit"] is True
+    assert (out / "report.html").is_file()

@@ -91,9 +91,9 @@ def _add_experiment_arguments(p: argparse.ArgumentParser) -> None:
         "--mz-range",
         nargs=2,
         type=float,
-        default=(700.0, 2000.0),
+        default=None,
         metavar=("MIN", "MAX"),
-        help="crop after TIC normalisation (default 700 2000)",
+        help="crop after TIC normalisation (default 700 2000; --fiedler: the whole 1000-10000)",
     )
     p.add_argument(
         "--bin-width",
@@ -157,12 +157,20 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``doublebackprop demo`` (the lead's top-level command)."""
     _add_experiment_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated cohort")
-    parser.add_argument(
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
         "--annotations",
         type=Path,
         default=None,
         help="your own annotation CSV (imzML files + label/patient/lab columns) "
         "instead of the simulated cohort",
+    )
+    source.add_argument(
+        "--fiedler",
+        action="store_true",
+        help="the real fiedler2009subset (16 MALDI-TOF serum spectra, two sites) instead of the "
+        "simulated cohort: leave-one-site-out, 2 Da bins, 100 epochs, λ 0.3, 5 bins for the "
+        "linear baseline (no data to validate on)",
     )
 
 
@@ -191,12 +199,28 @@ def run_interlab_command(args: argparse.Namespace) -> int:
 
 def run_demo(args: argparse.Namespace) -> int:
     """``doublebackprop demo``: simulate (or load) a cohort and run the inter-lab experiment."""
-    seed = None if getattr(args, "annotations", None) else int(getattr(args, "seed", 0))
+    own_data = getattr(args, "annotations", None) or getattr(args, "fiedler", False)
+    seed = None if own_data else int(getattr(args, "seed", 0))
     return _run(args, simulate_seed=seed)
+
+
+#: fiedler2009subset has 8 patients per site and no second visit of a patient in the other
+#: site, so the protocol is leave-one-site-out without validation data (first grid values)
+FIEDLER: dict[str, Any] = dict(
+    epochs=100,
+    resnet_epochs=None,
+    lambdas=(0.3,),
+    refit=True,
+    bin_width=2.0,
+    linear_grid=(5,),
+    intralab=(),
+)
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     base: dict[str, Any] = dict(FULL if args.full else QUICK)
+    if getattr(args, "fiedler", False):
+        base.update(FIEDLER)
     for key, value in (
         ("epochs", args.epochs),
         ("batch_size", args.batch_size),
@@ -223,8 +247,11 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         )
     if base["refit"] is False and base["inner_folds"] != 1:
         raise ValueError("--no-refit needs --inner-folds 1")
-    lo, hi = args.mz_range
-    if not lo < hi:
+    base["mz_range"] = None if args.mz_range is None else tuple(args.mz_range)
+    if base["mz_range"] is None and not getattr(args, "fiedler", False):
+        base["mz_range"] = (700.0, 2000.0)  # DESIGN §5
+    if base["mz_range"] is not None and not base["mz_range"][0] < base["mz_range"][1]:
+        lo, hi = base["mz_range"]
         raise ValueError(f"--mz-range: MIN {lo} must be below MAX {hi}")
     if base["bin_width"] is not None and base["bin_width"] <= 0:
         raise ValueError(f"--bin-width must be > 0, got {base['bin_width']}")
@@ -299,8 +326,9 @@ def _run(args: argparse.Namespace, *, simulate_seed: int | None) -> int:
     )
     workers = args.workers or min(os.cpu_count() or 1, 4)
     specs = _specs(tuple(args.models), s)
+    fiedler = getattr(args, "fiedler", False)
     config = ProtocolConfig(
-        n_splits=args.folds,
+        n_splits=1 if fiedler else args.folds,
         validation=args.validation,
         inner_folds=s["inner_folds"],
         refit=s["refit"],
@@ -324,7 +352,13 @@ def _run(args: argparse.Namespace, *, simulate_seed: int | None) -> int:
             biomarkers = _read_biomarkers(cohort.biomarkers)
     else:
         annotations = args.annotations
-    table = _load(annotations, tuple(args.mz_range), s["bin_width"])
+    if fiedler:
+        from .fiedler import default_fiedler_path, load_fiedler2009
+
+        annotations = default_fiedler_path()
+        table = load_fiedler2009(annotations, mz_range=s["mz_range"], bin_width=s["bin_width"])
+    else:
+        table = _load(annotations, s["mz_range"], s["bin_width"])
     _say(
         f"{len(table)} spectra × {table.intensities.shape[1]} m/z bins, classes "
         f"{table.classes}, labs {sorted(set(table.lab.tolist()))}"
