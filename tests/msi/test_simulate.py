@@ -147,6 +147,8 @@ def test_batch_artefact_and_biomarker_signal(tmp_path):
 
 
 def test_config_validation():
+    with pytest.raises(ValueError, match="biomarker_abundance"):
+        SimulationConfig(biomarker_abundance=(0.9, 0.5))
     with pytest.raises(ValueError, match="confounding"):
         SimulationConfig(confounding=1.5)
     with pytest.raises(ValueError, match="size must be one of"):

@@ -253,6 +253,11 @@ class SimulationConfig:
             raise ValueError("at least one batch protocol is needed")
         if self.patients_per_lab < 2 or self.cores_per_patient < 1 or self.spots_per_core < 1:
             raise ValueError("patients_per_lab >= 2, cores_per_patient >= 1, spots_per_core >= 1")
+        lo, hi = self.biomarker_abundance
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ValueError(
+                f"biomarker_abundance must be quantiles 0 <= lo < hi <= 1, got {(lo, hi)}"
+            )
         if not 0.0 <= self.confounding <= 1.0:
             raise ValueError(f"confounding must be in [0, 1], got {self.confounding}")
         if not 0 < self.mz_min < self.mz_max or self.n_points < 100:
