@@ -3,7 +3,8 @@
 One optimiser step = forward + loss (+ DRR's input gradient and its parameter gradient) +
 backward + AMSGrad update, in train mode, batch 150 (the paper's), on random TIC-like spectra.
 Engines: ``adjoint`` (the library's default: backward passes built from K^T/K^□) and stock
-``autograd``. Median over ``--steps`` timed steps after warm-up.
+``autograd``. The four configurations of a model and length are timed in turn, step by step
+(round robin); median over ``--steps`` timed steps after two warm-up rounds.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_msi_train.py --out results/bench
     .venv/bin/python benchmarks/bench_msi_train.py --device cuda --lengths 2600 10273 20000
@@ -30,9 +31,8 @@ def _model(name: str, length: int) -> torch.nn.Module:
     return ResNet1d(length, 2, base_width=8, max_width=16, final_width=16)
 
 
-def measure(
-    name: str, length: int, *, drr: bool, engine: str, batch: int, steps: int, device: str
-) -> float:
+def _stepper(name: str, length: int, *, drr: bool, engine: str, batch: int, device: str):
+    """One closure per configuration: a full optimiser step on its own model copy."""
     torch.manual_seed(0)
     net = _model(name, length).to(device).train()
     runner = dbp.adjoint(net) if engine == "adjoint" else net
@@ -42,20 +42,37 @@ def measure(
     y = (torch.arange(batch) % 2).to(device)
     w = balanced_weights(y.cpu()).to(device)
     pen = dbp.RelevancePenalty(l1=1e-3, l2=1e-3) if drr else None
-    times = []
-    for i in range(steps + 2):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
+
+    def step() -> None:
         opt.zero_grad(set_to_none=True)
         res = dbp.objective(runner, x, y, penalty=pen, engine=engine, sample_weight=w)
         res.total.backward()
         opt.step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        if i >= 2:
-            times.append(time.perf_counter() - t0)
-    return batch / statistics.median(times)
+
+    return step
+
+
+def measure_round_robin(
+    name: str, length: int, *, batch: int, steps: int, device: str
+) -> dict[tuple[str, bool], float]:
+    """Spectra/s per (engine, drr), the four configurations timed in turn, step by step, so
+    that machine noise and warm-up hit them alike; median over ``steps``."""
+    keys = [(e, d) for e in ("adjoint", "autograd") for d in (False, True)]
+    steppers = {
+        k: _stepper(name, length, drr=k[1], engine=k[0], batch=batch, device=device) for k in keys
+    }
+    times: dict[tuple[str, bool], list[float]] = {k: [] for k in keys}
+    for i in range(steps + 2):
+        for k in keys:
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            steppers[k]()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if i >= 2:  # two warm-up rounds
+                times[k].append(time.perf_counter() - t0)
+    return {k: batch / statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:
@@ -79,25 +96,11 @@ def main() -> None:
     )
     for name in args.models:
         for length in args.lengths:
+            rates = measure_round_robin(
+                name, length, batch=args.batch, steps=args.steps, device=args.device
+            )
             for engine in ("adjoint", "autograd"):
-                plain = measure(
-                    name,
-                    length,
-                    drr=False,
-                    engine=engine,
-                    batch=args.batch,
-                    steps=args.steps,
-                    device=args.device,
-                )
-                drr = measure(
-                    name,
-                    length,
-                    drr=True,
-                    engine=engine,
-                    batch=args.batch,
-                    steps=args.steps,
-                    device=args.device,
-                )
+                plain, drr = rates[(engine, False)], rates[(engine, True)]
                 rows.append(
                     {
                         "model": name,
