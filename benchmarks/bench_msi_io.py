@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from doublebackprop.msi.io import ImzMLWriter, open_imzml
-from doublebackprop.msi.preprocess import (
+from doublebackprop.msi.data.imzml import ImzMLWriter, open_imzml
+from doublebackprop.msi.data.preprocess import (
     Bin,
     Crop,
     Pipeline,

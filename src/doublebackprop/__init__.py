@@ -5,6 +5,15 @@ Jacobian penalties, relevance (gradient × input) regularisation — computed ex
 the analytic cost floor, plus the saliency/robustness toolkit and the MALDI imaging tumour-typing
 pipeline built on them.
 
+The package is layered; imports point downwards only::
+
+    common                      leaf utilities (paths, checkpoints, plotting)
+    engine                      operators, converted layers, engines, penalties, objective
+    attribution, robustness     saliency methods / alignment, attacks, robustness ensemble
+    vision, msi                 applications: the image study, MALDI tumour typing
+    tools                       benchmarks, operator counts, loss landscapes, reference nets
+    cli                         the ``doublebackprop`` command
+
 >>> import doublebackprop as dbp
 >>> fast = dbp.adjoint(model)                                  # doctest: +SKIP
 >>> res = dbp.objective(fast, x, y, penalty=dbp.RelevancePenalty(l1=1e-3, l2=1e-3))  # doctest: +SKIP
@@ -13,18 +22,24 @@ pipeline built on them.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .adjoint import adjoint
-from .engines import Adjoint, Autograd, Engine, FiniteDifference
-from .layers import LocallyConnected1d
-from .objective import PenaltyResult, input_gradient, objective
-from .penalties import (
+from doublebackprop.engine import (
+    Adjoint,
+    Autograd,
+    Engine,
+    FiniteDifference,
     GradientFunctionPenalty,
     InputGradientPenalty,
     JacobianPenalty,
+    LocallyConnected1d,
     Penalty,
+    PenaltyResult,
     RelevancePenalty,
+    SweepCount,
+    Sweeps,
+    adjoint,
+    input_gradient,
+    objective,
 )
-from .sweeps import SweepCount, Sweeps
 
 try:
     __version__ = version("doublebackprop")

@@ -1,8 +1,9 @@
 """Command-line entry point ``doublebackprop``.
 
 Each area of the library contributes its sub-commands through a ``register(subparsers)``
-function in its own ``*cli`` module; this file only assembles them, so the areas stay
-independent and the heavy imports happen only for the command that runs.
+function in its own ``cli`` module; this file only assembles them, so the areas stay
+independent and the heavy imports happen only for the command that runs. ``demo`` is the main
+job, the MSI inter-lab experiment, under a short name.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-# (module, attribute) pairs; a module registers its commands on the given sub-parser set.
-_TOP_LEVEL = ("doublebackprop.engine_cli", "doublebackprop.robustness.cli")
-_MSI = ("doublebackprop.msi.cli", "doublebackprop.msi.experiment_cli")
+# Modules that register their commands on the given sub-parser set.
+_TOP_LEVEL = ("doublebackprop.tools.cli", "doublebackprop.vision.cli")
+_DEMO = "doublebackprop.msi.experiment.cli"
+_MSI = ("doublebackprop.msi.cli", "doublebackprop.msi.experiment.cli")
 
 
 def _register_all(subparsers: argparse._SubParsersAction, modules: Sequence[str]) -> None:
@@ -29,18 +32,54 @@ def _register_all(subparsers: argparse._SubParsersAction, modules: Sequence[str]
         module.register(subparsers)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Sub-command parsers show every option's default in their help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default; ``None`` and switches are left unsaid."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if default is None or default is False or default is argparse.SUPPRESS:
+            return text
+        if "default" in text.lower():  # the text says it already
+            return text
+        if isinstance(default, (tuple, list)):
+            return f"{text} (default: {' '.join(str(v) for v in default)})"
+        return super()._get_help_string(action) or text
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from doublebackprop import __version__
+
     parser = argparse.ArgumentParser(
         prog="doublebackprop",
         description="Double backpropagation: fast input-gradient penalties, saliency and "
         "robustness tools, and MALDI imaging tumour typing.",
+        formatter_class=_HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    demo = importlib.import_module(_DEMO)
+    p = sub.add_parser(
+        "demo",
+        help="the main job: the inter-lab tumour-typing experiment on a simulated cohort",
+        description="Simulate a two-lab MALDI imaging cohort (or load --annotations or "
+        "--fiedler) and run the inter-lab experiment: IsotopeNet ± DRR, ResNet-1D, linear.",
+    )
+    demo.add_demo_arguments(p)
+    p.set_defaults(func=demo.run_demo)
     _register_all(sub, _TOP_LEVEL)
     msi = sub.add_parser("msi", help="mass-spectrometry imaging: data, simulator, experiments")
-    msi_sub = msi.add_subparsers(dest="msi_command", metavar="MSI_COMMAND")
+    msi_sub = msi.add_subparsers(dest="msi_command", metavar="MSI_COMMAND", parser_class=_Parser)
     msi_sub.required = True
     _register_all(msi_sub, _MSI)
     return parser

@@ -10,6 +10,7 @@ from torch import nn
 
 import doublebackprop as dbp
 from doublebackprop import attribution as at
+from doublebackprop.attribution.lrp import _lrp_model
 
 DT = torch.float64
 
@@ -137,7 +138,7 @@ def test_gamma_rule_limits():
 def test_bn_folding_keeps_forward_and_raises_on_unsupported():
     conv = cnn(1)
     x = torch.rand(2, 1, 8, 8, dtype=DT)
-    torch.testing.assert_close(at._lrp_model(conv, at.Epsilon(), None)(x), conv(x))
+    torch.testing.assert_close(_lrp_model(conv, at.Epsilon(), None)(x), conv(x))
     with pytest.raises(TypeError, match="unsupported layer Tanh"):
         at.lrp(nn.Sequential(nn.Linear(3, 3), nn.Tanh()).to(DT), torch.rand(2, 3, dtype=DT))
     with pytest.raises(ValueError, match="alpha - beta = 1"):

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from doublebackprop._paths import data_home
-from doublebackprop.msi.io import write_imzml
-from doublebackprop.msi.simulate import SimulationConfig, simulate_cohort
+from doublebackprop.common.paths import data_home
+from doublebackprop.msi.data.imzml import write_imzml
+from doublebackprop.msi.simulate.cohort import SimulationConfig, simulate_cohort
 
 
 @pytest.fixture(scope="session")

@@ -11,16 +11,15 @@ import torch
 from torch import nn
 
 import doublebackprop as dbp
-from doublebackprop.layers import LocallyConnected1d
+from doublebackprop.engine.layers import LocallyConnected1d
 from doublebackprop.msi.models import (
     IsotopeNet,
     LinearBaseline,
-    PreActBlock1d,
     ResNet1d,
-    ScalarBatchNorm1d,
     isotopenet_output_length,
     roc_auc_per_feature,
 )
+from doublebackprop.msi.models.networks import PreActBlock1d, ScalarBatchNorm1d
 
 
 @pytest.mark.parametrize("length", [1, 7, 15, 16, 100, 301])

@@ -1,2 +1,19 @@
 """Mass-spectrometry imaging: imzML data, preprocessing, a multi-lab simulator and the
-tumour-typing experiment (IsotopeNet, Deep Relevance Regularization)."""
+tumour-typing experiment (IsotopeNet, Deep Relevance Regularization).
+
+Subpackages: ``data`` (files to spectra tables) ← ``simulate`` (a virtual cohort written as
+imzML) and ``models``/``training`` ← ``experiment`` (the inter-lab protocol and its report).
+"""
+
+from doublebackprop.msi.models import IsotopeNet, LinearBaseline, ResNet1d
+from doublebackprop.msi.training import TrainConfig, TrainResult, predict_logits, train_model
+
+__all__ = [
+    "IsotopeNet",
+    "LinearBaseline",
+    "ResNet1d",
+    "TrainConfig",
+    "TrainResult",
+    "predict_logits",
+    "train_model",
+]

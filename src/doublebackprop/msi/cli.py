@@ -16,13 +16,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "simulate", help="simulate a virtual two-lab MALDI imaging TMA cohort (imzML + CSV)"
     )
     p.add_argument("--out", required=True, type=Path, help="output directory")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", choices=("tiny", "default", "large"), default="default")
-    p.add_argument("--patients-per-lab", type=int)
-    p.add_argument("--cores-per-patient", type=int)
-    p.add_argument("--spots-per-core", type=int)
+    p.add_argument("--seed", type=int, default=0, help="seed of the cohort")
+    p.add_argument(
+        "--size", choices=("tiny", "default", "large"), default="default", help="cohort preset"
+    )
+    p.add_argument("--patients-per-lab", type=int, help="override the preset")
+    p.add_argument("--cores-per-patient", type=int, help="override the preset")
+    p.add_argument("--spots-per-core", type=int, help="override the preset")
     p.add_argument("--confounding", type=float, help="fraction of a class in 'its' batch")
-    p.add_argument("--mode", choices=("continuous", "processed"))
+    p.add_argument(
+        "--mode", choices=("continuous", "processed"), help="imzML storage mode (default: preset)"
+    )
     p.add_argument("--proteome", help="FASTA(.gz) of proteins (default: embedded list)")
     p.set_defaults(func=_simulate)
 
@@ -30,8 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("imzml", nargs="+", type=Path, help="imzML files named in the annotations")
     c.add_argument("--annotations", required=True, type=Path, help="annotation CSV/TSV")
     c.add_argument("--out", required=True, type=Path, help="output store (.h5)")
-    c.add_argument("--mz-min", type=float, default=700.0)
-    c.add_argument("--mz-max", type=float, default=2000.0)
+    c.add_argument("--mz-min", type=float, default=700.0, help="lower end of the m/z crop")
+    c.add_argument("--mz-max", type=float, default=2000.0, help="upper end of the m/z crop")
     c.add_argument("--bin-width", type=float, help="uniform bins (Da); default: native axis")
     c.add_argument(
         "--repair",
@@ -41,14 +45,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.set_defaults(func=_convert)
 
     i = subparsers.add_parser("info", help="summarise an imzML file or a store")
-    i.add_argument("path", type=Path)
+    i.add_argument("path", type=Path, help="an .imzML file or an .h5 store")
     i.set_defaults(func=_info)
 
 
 def _simulate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .simulate import SimulationConfig, simulate_cohort
+    from doublebackprop.msi.simulate.cohort import SimulationConfig, simulate_cohort
 
     over = {
         k: v
@@ -76,9 +80,9 @@ def _simulate(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .annotations import read_annotations
-    from .dataset import plan_loading
-    from .store import build_store
+    from doublebackprop.msi.data.annotations import read_annotations
+    from doublebackprop.msi.data.dataset import plan_loading
+    from doublebackprop.msi.data.store import build_store
 
     for f in args.imzml:
         if not f.is_file():
@@ -107,7 +111,7 @@ def _convert(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     path: Path = args.path
     if path.suffix.lower() == ".imzml":
-        from .io import open_imzml
+        from doublebackprop.msi.data.imzml import open_imzml
 
         with open_imzml(path) as r:
             lo, hi = r.mz_extent()
@@ -122,7 +126,7 @@ def _info(args: argparse.Namespace) -> int:
                 "uuid": r.uuid,
             }
     else:
-        from .store import open_store
+        from doublebackprop.msi.data.store import open_store
 
         with open_store(path) as s:
             d = {

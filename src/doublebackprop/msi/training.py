@@ -2,7 +2,7 @@
 
 ``loss_i = w_i · (CE_i + λ₁‖r_i‖₁ + λ₂‖r_i‖₂²)`` with ``r = x ⊙ ∇_x z_y`` (true-class logit) and
 balanced class weights ``w_i = N / (K·N_{y_i})``, computed in train mode (batch-statistics
-BatchNorm, dropout) through :func:`doublebackprop.objective`; Adam with AMSGrad, lr 5e-4, batch
+BatchNorm, dropout) through :func:`doublebackprop.engine.objective`; Adam with AMSGrad, lr 5e-4, batch
 150, the last partial batch dropped, reshuffled every epoch, final weights kept.
 
 Progress is reported through a callback (the CLI draws a tqdm bar); nothing is printed. A
@@ -13,12 +13,11 @@ model is wrapped in ``DistributedDataParallel``; the gradient is then that of th
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,9 +26,16 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..adjoint import adjoint
-from ..objective import ENGINES, objective
-from ..penalties import RelevancePenalty
+from doublebackprop.common.training import (
+    config_fingerprint,
+    eval_mode,
+    load_checkpoint,
+    rank_and_world,
+    save_checkpoint,
+)
+from doublebackprop.engine.adjoint import adjoint
+from doublebackprop.engine.objective import ENGINES, objective
+from doublebackprop.engine.penalties import RelevancePenalty
 
 __all__ = [
     "TrainConfig",
@@ -38,7 +44,6 @@ __all__ = [
     "balanced_weights",
     "train_model",
     "predict_logits",
-    "eval_mode",
 ]
 
 logger = logging.getLogger(__name__)
@@ -145,18 +150,6 @@ def balanced_weights(y: Tensor | np.ndarray, num_classes: int | None = None) -> 
     return per_class[y]
 
 
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode for the block; restore every submodule's flag afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        yield model
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
 def _spectrum(item: object) -> Tensor:
     if isinstance(item, (tuple, list)):
         item = item[0]
@@ -196,27 +189,6 @@ def _batches(n: int, cfg: TrainConfig, epoch: int, rank: int, world: int) -> lis
     size = cfg.batch_size
     stop = (n // size) * size if cfg.drop_last and n >= size else n
     return [perm[i : min(i + size, stop)][rank::world] for i in range(0, stop, size)]
-
-
-def _dist() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _save_atomic(state: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _comparable(cfg: TrainConfig) -> dict:
-    return {k: v for k, v in asdict(cfg).items() if k not in _TRAIN_ONLY}
 
 
 def train_model(
@@ -278,7 +250,7 @@ def train_model(
     weights = balanced_weights(labels, k) if config.balanced else torch.ones(source.n)
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
-    rank, world = _dist()
+    rank, world = rank_and_world()
 
     net = adjoint(model) if config.engine == "adjoint" else model
     runner: nn.Module = net
@@ -292,8 +264,8 @@ def train_model(
     ckpt = Path(checkpoint) if checkpoint is not None else None
     rng_state: Tensor | None = None
     if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
-        if state.get("config") != _comparable(config):
+        state = load_checkpoint(ckpt, map_location=device)
+        if state.get("config") != config_fingerprint(config, ignore=_TRAIN_ONLY):
             raise ValueError(
                 f"train_model: checkpoint {ckpt} was written with different settings "
                 f"{state.get('config')}; remove it or use the same config"
@@ -308,9 +280,9 @@ def train_model(
     def save(epoch: int) -> None:
         if ckpt is None or rank != 0:
             return
-        _save_atomic(
+        save_checkpoint(
             {
-                "config": _comparable(config),
+                "config": config_fingerprint(config, ignore=_TRAIN_ONLY),
                 "epoch": epoch,
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),

@@ -6,7 +6,7 @@
 >>> d = rb.minimal_distance(model, x, y, bounds=(0.0, 1.0), norm=2)        # doctest: +SKIP
 """
 
-from .alignment import (
+from doublebackprop.robustness.alignment import (
     AlignmentReport,
     alignment,
     alignment_report,
@@ -15,7 +15,7 @@ from .alignment import (
     linearized_distance,
     saliency,
 )
-from .attacks import (
+from doublebackprop.robustness.attacks import (
     DDN,
     PGD,
     Attack,
@@ -25,7 +25,7 @@ from .attacks import (
     MinimalPGD,
     RandomDirections,
 )
-from .ensemble import (
+from doublebackprop.robustness.ensemble import (
     EnsembleResult,
     RobustnessWarning,
     default_attacks,
@@ -34,7 +34,7 @@ from .ensemble import (
     refine_to_boundary,
     robust_accuracy,
 )
-from .norms import L2, Linf, Norm
+from doublebackprop.robustness.norms import L2, Linf, Norm
 
 __all__ = [
     "DDN",

@@ -9,10 +9,26 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from .._validation import check_inputs, check_label_range, check_labels, check_logits, check_model
-from ..objective import input_gradient
+from doublebackprop.engine.objective import input_gradient
+from doublebackprop.engine.validation import (
+    check_inputs,
+    check_label_range,
+    check_labels,
+    check_logits,
+    check_model,
+)
 
 Tensor = torch.Tensor
+
+
+def batch_view(v: Tensor, like: Tensor) -> Tensor:
+    """``v`` of shape ``(N,)`` viewed as ``(N, 1, …, 1)`` to broadcast against ``like``."""
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+class RobustnessWarning(UserWarning):
+    """A sanity check failed: the measured robustness may be overestimated."""
+
 
 #: gradients for metrics and attacks are first order: the stock engine is the fastest
 ENGINE = "autograd"

@@ -19,8 +19,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._core import check_batch, class_gradients, evaluation, logits_of, per_sample_dot
-from ._core import scalar_gradient as _scalar_gradient
+from doublebackprop.robustness._core import (
+    check_batch,
+    class_gradients,
+    evaluation,
+    logits_of,
+    per_sample_dot,
+)
+from doublebackprop.robustness._core import scalar_gradient as _scalar_gradient
 
 __all__ = [
     "AlignmentReport",

@@ -10,8 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._core import check_batch, check_bounds, check_within, evaluation, logits_of, scalar_gradient
-from .attacks import (
+from doublebackprop.robustness._core import (
+    RobustnessWarning,
+    check_batch,
+    check_bounds,
+    check_within,
+    evaluation,
+    logits_of,
+    scalar_gradient,
+)
+from doublebackprop.robustness.attacks import (
     DDN,
     Attack,
     AttackResult,
@@ -20,7 +28,7 @@ from .attacks import (
     MinimalPGD,
     RandomDirections,
 )
-from .norms import L2, Norm, as_norm
+from doublebackprop.robustness.norms import L2, Norm, as_norm
 
 __all__ = [
     "EnsembleResult",
@@ -33,10 +41,6 @@ __all__ = [
 ]
 
 Tensor = torch.Tensor
-
-
-class RobustnessWarning(UserWarning):
-    """A sanity check failed: the measured robustness may be overestimated."""
 
 
 @dataclass(frozen=True)

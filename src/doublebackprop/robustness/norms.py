@@ -7,13 +7,11 @@ from abc import ABC, abstractmethod
 
 import torch
 
+from doublebackprop.robustness._core import batch_view
+
 __all__ = ["Norm", "L2", "Linf", "as_norm"]
 
 Tensor = torch.Tensor
-
-
-def _view(v: Tensor, like: Tensor) -> Tensor:
-    return v.view(-1, *([1] * (like.dim() - 1)))
 
 
 class Norm(ABC):
@@ -61,12 +59,12 @@ class L2(Norm):
 
     def ascent(self, g: Tensor) -> Tensor:
         n = self(g)
-        return g / _view(torch.where(n > 0, n, torch.ones_like(n)), g)
+        return g / batch_view(torch.where(n > 0, n, torch.ones_like(n)), g)
 
     def project(self, delta: Tensor, eps: Tensor) -> Tensor:
         n = self(delta)
         factor = torch.where(n > eps, eps / n.clamp_min(1e-30), torch.ones_like(n))
-        return delta * _view(factor, delta)
+        return delta * batch_view(factor, delta)
 
 
 class Linf(Norm):
@@ -84,7 +82,7 @@ class Linf(Norm):
         return g.sign()
 
     def project(self, delta: Tensor, eps: Tensor) -> Tensor:
-        e = _view(eps, delta)
+        e = batch_view(eps, delta)
         return torch.maximum(torch.minimum(delta, e), -e)
 
 

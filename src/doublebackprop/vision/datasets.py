@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._paths import data_home
+from doublebackprop.common.paths import data_home
 
 __all__ = [
     "ImageData",

@@ -10,16 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from doublebackprop.common.plotting import pyplot
+
 __all__ = ["write_report"]
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _label(r: dict) -> str:
@@ -35,7 +28,7 @@ def _fmt(v: object) -> str:
 
 
 def plot_alignment_vs_distance(records: list[dict], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4))
     for r in records:
         marker = "s" if r["method"] == "adversarial" else "o"
@@ -56,7 +49,7 @@ def plot_alignment_vs_distance(records: list[dict], path: Path) -> None:
 
 
 def plot_per_sample(records: list[dict], samples: dict[str, np.ndarray], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for r in records:
         t = r["tag"]
@@ -90,7 +83,7 @@ def plot_per_sample(records: list[dict], samples: dict[str, np.ndarray], path: P
 
 
 def plot_lambda(records: list[dict], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     grid = sorted((r for r in records if r["method"] != "adversarial"), key=lambda r: r["lambda"])
     if not grid:
         return
@@ -113,7 +106,7 @@ def plot_lambda(records: list[dict], path: Path) -> None:
 def plot_saliency_grid(
     saliencies: list[tuple[str, np.ndarray]], images: np.ndarray, path: Path
 ) -> None:
-    plt = _plt()
+    plt = pyplot()
     rows, cols = len(saliencies) + 1, images.shape[0]
     fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.5 * rows), squeeze=False)
     for j in range(cols):

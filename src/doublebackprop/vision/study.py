@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import robustness as rb
-from ..objective import input_gradient
-from .datasets import ImageData, load_dataset
-from .models import build_model
-from .training import TrainConfig, distributed_context, train_model
+from doublebackprop import robustness as rb
+from doublebackprop.common.training import distributed_context, seeded
+from doublebackprop.engine.objective import input_gradient
+from doublebackprop.vision.datasets import ImageData, load_dataset
+from doublebackprop.vision.models import build_model
+from doublebackprop.vision.training import TrainConfig, train_model
 
 __all__ = ["StudyConfig", "quick_config", "run_study", "evaluate_model", "spearman"]
 
@@ -200,13 +201,13 @@ def run_study(cfg: StudyConfig) -> list[dict]:
     with distributed_context() as (rank, _world):
         for tc in _plan(cfg):
             tag = _tag(tc)
-            torch.manual_seed(cfg.seed)
-            model = build_model(
-                cfg.model,
-                in_channels=train.images.shape[1],
-                classes=len(train.classes),
-                width=cfg.width,
-            )
+            with seeded(cfg.seed):
+                model = build_model(
+                    cfg.model,
+                    in_channels=train.images.shape[1],
+                    classes=len(train.classes),
+                    width=cfg.width,
+                )
             summary = train_model(
                 model,
                 train,
@@ -252,7 +253,7 @@ def run_study(cfg: StudyConfig) -> list[dict]:
     (out / "summary.json").write_text(json.dumps(_clean(overview), indent=2, allow_nan=False))
     _write_csv(out / "results.csv", records)
     np.savez_compressed(out / "per_sample.npz", **samples)  # type: ignore[arg-type]
-    from .report import write_report
+    from doublebackprop.vision.report import write_report
 
     write_report(
         out, records, overview, samples, saliencies, shown.images.squeeze(1).numpy(), asdict(cfg)

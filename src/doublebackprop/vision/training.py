@@ -7,22 +7,27 @@ attack) and owns progress bars, seeds, atomic checkpoints and ``torchrun`` (DDP,
 from __future__ import annotations
 
 import logging
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..adjoint import adjoint
-from ..objective import objective
-from ..penalties import InputGradientPenalty
-from ..robustness.attacks import PGD
-from .datasets import ImageData
+from doublebackprop.common.training import (
+    config_fingerprint,
+    distributed_context,
+    load_checkpoint,
+    save_checkpoint,
+)
+from doublebackprop.engine.adjoint import adjoint
+from doublebackprop.engine.objective import objective
+from doublebackprop.engine.penalties import InputGradientPenalty
+from doublebackprop.robustness.attacks import PGD
+from doublebackprop.vision.datasets import ImageData
 
-__all__ = ["TrainConfig", "TrainSummary", "train_model", "save_atomic", "distributed_context"]
+__all__ = ["TrainConfig", "TrainSummary", "train_model"]
 
 log = logging.getLogger(__name__)
 Tensor = torch.Tensor
@@ -73,38 +78,6 @@ class TrainSummary:
     final_penalty: float
 
 
-def save_atomic(obj: object, path: Path) -> None:
-    """``torch.save`` to ``path.tmp`` then ``os.replace``: a crash never leaves a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-class distributed_context:
-    """Initialise a gloo process group when launched by ``torchrun`` (``WORLD_SIZE > 1``)."""
-
-    def __enter__(self) -> tuple[int, int]:
-        self.owned = False
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world > 1 and not dist.is_initialized():
-            dist.init_process_group("gloo")
-            self.owned = True
-        if dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-        return 0, 1
-
-    def __exit__(self, *exc: object) -> None:
-        if self.owned and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def _fingerprint(config: TrainConfig) -> dict:
-    d = asdict(config)
-    d.pop("epochs")  # more epochs may be requested on resume
-    return d
-
-
 def train_model(
     model: nn.Module,
     data: ImageData,
@@ -124,8 +97,8 @@ def train_model(
     start_epoch, t0 = 0, time.perf_counter()
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if state.get("config") != _fingerprint(config):
+        state = load_checkpoint(checkpoint)
+        if state.get("config") != config_fingerprint(config):
             raise ValueError(f"{checkpoint}: checkpoint was written for a different configuration")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -152,7 +125,8 @@ def train_model(
         else None
     )
     loss = pen = float("nan")
-    with distributed_context() as (rank, world):
+    # the per-epoch seeds of the dropout masks must not leak into the caller's generator
+    with distributed_context() as (rank, world), torch.random.fork_rng(devices=[]):
         fast = adjoint(model)  # once: the penalised objective runs on the converted model
         net: nn.Module = nn.parallel.DistributedDataParallel(fast) if world > 1 else fast
         n = len(data)
@@ -179,12 +153,12 @@ def train_model(
                 loss, pen = float(res.task.detach()), float(res.penalty.detach())
                 bar.set_postfix(loss=f"{loss:.3f}", penalty=f"{pen:.3g}")
             if checkpoint is not None and rank == 0:
-                save_atomic(
+                save_checkpoint(
                     {
                         "model": model.state_dict(),
                         "optimizer": opt.state_dict(),
                         "epoch": epoch + 1,
-                        "config": _fingerprint(config),
+                        "config": config_fingerprint(config),
                         "loss": loss,
                     },
                     checkpoint,

@@ -1,0 +1,391 @@
+"""Spectrum preprocessing: small composable steps, vectorised over a block of spectra.
+
+Every step is a frozen dataclass called as ``mz, X = step(mz, X)`` with ``mz`` the (L,) m/z axis
+and ``X`` an (N, L) block of spectra on that axis; steps that change the axis (crop, binning)
+return the new axis. All parameters a step needs are explicit fields (the bin edges of
+:class:`Bin` are fitted once, e.g. by :func:`uniform_edges`), so a :class:`Pipeline` serialised
+with :meth:`Pipeline.to_json` and stored beside a dataset processes new data exactly like the
+training data.
+
+Order used by :func:`doublebackprop.msi.data.dataset.load_table` (docs/papers.md): optional baseline /
+smoothing / recalibration on the full range → :class:`TICNormalize` over the *full loaded range*
+→ :class:`Crop` to e.g. 700–2000 → optional :class:`Bin`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+__all__ = [
+    "Bin",
+    "Crop",
+    "LogTransform",
+    "PeakPicking",
+    "Pipeline",
+    "Recalibrate",
+    "SNIPBaseline",
+    "SavitzkyGolay",
+    "SqrtTransform",
+    "Step",
+    "TICNormalize",
+    "TopHatBaseline",
+    "bin_matrix",
+    "resample_spectrum",
+    "uniform_edges",
+]
+
+logger = logging.getLogger(__name__)
+_REGISTRY: dict[str, type[Step]] = {}
+
+
+def _as_block(mz: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mz = np.asarray(mz, dtype=np.float64)
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != mz.shape[0]:
+        raise ValueError(f"spectra must have shape (N, {mz.shape[0]}), got {x.shape}")
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float64)
+    return mz, x
+
+
+@dataclass(frozen=True)
+class Step:
+    """Base of all steps: ``mz, X = step(mz, X)``; subclasses implement :meth:`apply`."""
+
+    name: ClassVar[str] = "step"
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        _REGISTRY[cls.__name__] = cls
+
+    def __call__(self, mz: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mz, x = _as_block(mz, x)
+        return self.apply(mz, x)
+
+    def apply(self, mz: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(self).items()}
+        return {"step": type(self).__name__, **d}
+
+
+@dataclass(frozen=True)
+class TICNormalize(Step):
+    """Divide each spectrum by its total ion count over the whole axis it is given.
+
+    The result has mean intensity ``target`` (i.e. ``X * target * L / sum(X)``), which keeps
+    values of order one whatever the number of points. All-zero spectra cannot be normalised:
+    ``on_zero="keep"`` keeps them as zeros and logs how many, ``"raise"`` raises.
+    """
+
+    target: float = 1.0
+    on_zero: str = "keep"
+
+    def apply(self, mz: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        tic = x.sum(axis=1, keepdims=True, dtype=np.float64)
+        zero = (tic[:, 0] <= 0) | ~np.isfinite(tic[:, 0])
+        if zero.any():
+            if self.on_zero == "raise":
+                raise ValueError(
+                    f"TICNormalize: {int(zero.sum())} spectra have zero TIC "
+                    f"(first: row {int(np.flatnonzero(zero)[0])} of the block)"
+                )
+            logger.warning("TICNormalize: %d all-zero spectra kept as zeros", int(zero.sum()))
+        scale = np.where(
+            zero[:, None], 0.0, self.target * x.shape[1] / np.where(zero[:, None], 1, tic)
+        )
+        return mz, x * scale.astype(x.dtype)  # float32 in, float32 out (TIC summed in float64)
+
+
+@dataclass(frozen=True)
+class Crop(Step):
+    """Keep points with ``mz_min <= m/z <= mz_max``."""
+
+    mz_min: float = 700.0
+    mz_max: float = 2000.0
+
+    def apply(self, mz: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not self.mz_min < self.mz_max:
+            raise ValueError(f"Crop: mz_min {self.mz_min} must be below mz_max {self.mz_max}")
+        lo, hi = np.searchsorted(mz, [self.mz_min, self.mz_max], side="left")
+        hi = np.searchsorted(mz, self.mz_max, side="right")
+        if hi <= lo:
+            raise ValueError(
+                f"Crop: no point of the axis {mz[0]:.2f}–{mz[-1]:.2f} in "
+                f"[{self.mz_min}, {self.mz_max}]"
+            )
+        return mz[lo:hi], x[:, lo:hi]
+
+
+def uniform_edges(mz_min: float, mz_max: float, width: float) -> np.ndarray:
+    """Bin edges of width ``width`` from ``mz_min`` (the last bin ends at or after ``mz_max``)."""
+    if width <= 0 or not mz_min < mz_max:
+        raise ValueError(
+            f"bin width must be > 0 and mz_min < mz_max (got {width}, {mz_min}, {mz_max})"
+        )
+    n = int(np.ceil((mz_max - mz_min) / width - 1e-9))
+    return mz_min + width * np.arange(n + 1, dtype=np.float64)
+
+
+def bin_matrix(mz: np.ndarray, edges: np.ndarray, method: str = "mean") -> Any:
+    """Sparse (L_in, L_out) matrix mapping spectra on ``mz`` to bins ``edges``.
+
+    ``method="sum"`` adds the points of a bin (centroid data, keeps the TIC); ``"mean"``
+    averages them (profile data: independent of the point density). Bins holding no point
+    are linearly interpolated from the profile at the bin centre, never left empty.
+    """
+    import scipy.sparse as sp
+
+    mz = np.asarray(mz, dtype=np.float64)
+    edges = np.asarray(edges, dtype=np.float64)
+    n_out = len(edges) - 1
+    b = np.searchsorted(edges, mz, side="right") - 1
+    inside = (b >= 0) & (b < n_out)
+    rows, cols = np.flatnonzero(inside), b[inside]
+    counts = np.bincount(cols, minlength=n_out).astype(np.float64)
+    w = np.ones(len(rows)) if method == "sum" else 1.0 / counts[cols]
+    if method not in ("sum", "mean"):
+        raise ValueError(f"method must be 'sum' or 'mean', got {method!r}")
+    empty = np.flatnonzero(counts == 0)
+    if empty.size and len(mz) > 1:
+        centre = 0.5 * (edges[empty] + edges[empty + 1])
+        j = np.clip(np.searchsorted(mz, centre) - 1, 0, len(mz) - 2)
+        t = np.clip((centre - mz[j]) / (mz[j + 1] - mz[j]), 0.0, 1.0)
+        rows = np.concatenate([rows, j, j + 1])
+        cols = np.concatenate([cols, empty, empty])
+        w = np.concatenate([w, 1 - t, t])
+    return sp.csr_matrix((w, (rows, cols)), shape=(len(mz), n_out))
+
+
+@dataclass(frozen=True)
+class Bin(Step):
+    """Re-bin onto fixed ``edges`` (fitted once; stored with the dataset)."""
+
+    edges: tuple[float, ...] = field(default=())
+    method: str = "mean"
+
+    def centers(self) -> np.ndarray:
+        e = np.asarray(self.edges)
+        return 0.5 * (e[1:] + e[:-1])
+
+    def apply(self, mz: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.edges) < 2:
+            raise ValueError("Bin: needs at least two edges")
+        edges = np.asarray(self.edges)
+        b = np.searchsorted(edges, mz, side="right") - 1
+        inside = (b >= 0) & (b < len(edges) - 1)
+        lo, hi = np.flatnonzero(inside)[[0, -1]] if inside.any() else (0, -1)
+        counts = np.bincount(b[inside], minlength=len(edges) - 1)
+        if inside.any() and counts.min() > 0 and np.all(inside[lo : hi + 1]):
+            # every bin holds points: contiguous segment sums (fast, memory-bound)
+            starts = lo + np.concatenate([[0], np.cumsum(counts)[:-1]])
+            out = np.add.reduceat(x, starts, axis=1)
+            if self.method == "mean":
+                out = out / counts.astype(x.dtype)
+            elif self.method != "sum":
+                raise ValueError(f"method must be 'sum' or 'mean', got {self.method!r}")
+            return self.centers(), out.astype(x.dtype, copy=False)
+        m = bin_matrix(mz, edges, self.method)
+        out = np.asarray((m.T @ x.T).T, dtype=x.dtype)
+        return self.centers(), out
+
+
+def resample_spectrum(
+    mz: np.ndarray, intensity: np.ndarray, grid: np.ndarray, *, method: str = "linear"
+) -> np.ndarray:
+    """One processed-mode spectrum onto the common ``grid``.
+
+    ``"linear"``: interpolation (profile data; zero outside the measured range);
+    ``"sum"``: each point added to its nearest grid point (centroid data; keeps the TIC).
+    """
+    out = np.zeros(len(grid), dtype=np.float64)
+    if len(mz) == 0:
+        return out
+    if method == "linear":
+        return np.interp(grid, mz, intensity, left=0.0, right=0.0)
+    if method == "sum":
+        j = np.clip(np.searchsorted(grid, mz), 1, len(grid) - 1)
+        j = np.where(np.abs(mz - grid[j - 1]) < np.abs(grid[j] - mz), j - 1, j)
+        ok = (mz >= grid[0] - (grid[1] - grid[0])) & (mz <= grid[-1] + (grid[-1] - grid[-2]))
+        return np.bincount(
+            j[ok], weights=np.asarray(intensity, dtype=np.float64)[ok], minlength=len(grid)
+        )
+    raise ValueError(f"method must be 'linear' or 'sum', got {method!r}")
+
+
+@dataclass(frozen=True)
+class SNIPBaseline(Step):
+    """Subtract a SNIP baseline (Ryan et al. 1988) with ``iterations`` clipping windows,
+    computed on the log-log-sqrt (LLS) scale when ``lls`` (as in MALDIquant)."""
+
+    iterations: int = 40
+    lls: bool = True
+
+    def apply(self, mz: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        y = np.maximum(x.astype(np.float64), 0)
+        v = np.log(np.log(np.sqrt(y + 1) + 1) + 1) if self.lls else y.copy()
+        n = v.shape[1]
+        for k in range(min(self.iterations, (n - 1) // 2), 0, -1):
+            mid = 0.5 * (v[:, : n - 2 * k] + v[:, 2 * k :])
+            np.minimum(v[:, k : n - k], mid, out=v[:, k : n - k])
+        base = (np.exp(np.exp(v) - 1) - 1) ** 2 - 1 if self.lls else v
+        return mz, (x - base).astype(x.dtype)
+
+
+@dataclass(frozen=True)
+class TopHatBaseline(Step):
+    """Subtract a morphological opening with a flat window of ``2*half_window+1`` points."""
+
+    half_window: int = 50
+
+    def apply(self, mz: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from scipy.ndimage import grey_opening
+
+        base = grey_opening(x, size=(1, 2 * self.half_window + 1), mode="nearest")
+        return mz, (x - base).astype(x.dtype)
+
+
+@dataclass(frozen=True)
+class SavitzkyGolay(Step):
+    """Savitzky–Golay smoothing along m/z (``window`` odd, ``polyorder`` < window)."""
+
+    window: int = 11
+    polyorder: int = 3
+
+    def apply(self, mz: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from scipy.signal import savgol_filter
+
+        if self.window % 2 == 0 or self.polyorder >= self.window:
+            raise ValueError(
+                f"SavitzkyGolay: window must be odd and > polyorder, got "
+                f"{self.window}, {self.polyorder}"
+            )
+        return mz, savgol_filter(x, self.window, self.polyorder, axis=1).astype(x.dtype)
+
+
+@dataclass(frozen=True)
+class SqrtTransform(Step):
+    """Variance-stabilising square root of (clipped non-negative) intensities."""
+
+    def apply(self, mz: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return mz, np.sqrt(np.maximum(x, 0))
+
+
+@dataclass(frozen=True)
+class LogTransform(Step):
+    """``log(offset + max(x, 0))``."""
+
+    offset: float = 1.0
+
+    def apply(self, mz: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return mz, np.log(self.offset + np.maximum(x, 0))
+
+
+@dataclass(frozen=True)
+class PeakPicking(Step):
+    """Keep local maxima above ``snr`` × the spectrum's noise (MAD) in a ±``half_window``
+    neighbourhood; every other point becomes zero (same axis, sparse spectra)."""
+
+    snr: float = 3.0
+    half_window: int = 5
+
+    def apply(self, mz: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from scipy.ndimage import maximum_filter1d
+
+        med = np.median(x, axis=1, keepdims=True)
+        noise = 1.4826 * np.median(np.abs(x - med), axis=1, keepdims=True)
+        peak = (x == maximum_filter1d(x, 2 * self.half_window + 1, axis=1)) & (x > self.snr * noise)
+        return mz, np.where(peak, x, 0).astype(x.dtype)
+
+
+@dataclass(frozen=True)
+class Recalibrate(Step):
+    """Per-spectrum mass recalibration against known reference peaks.
+
+    In each spectrum the most intense point within ``tolerance_ppm`` of every reference m/z is
+    taken as the observed peak; a shift (one match) or a linear map m_true = a + b·m_obs (two or
+    more) is fitted and the spectrum is re-interpolated onto the unchanged axis. Spectra with no
+    match are left as they are (counted in the log).
+    """
+
+    reference_mz: tuple[float, ...] = ()
+    tolerance_ppm: float = 300.0
+
+    def apply(self, mz: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ref = np.asarray(self.reference_mz, dtype=np.float64)
+        out = x.copy()
+        unmatched = 0
+        for i in range(x.shape[0]):
+            obs, true = [], []
+            for r in ref:
+                lo, hi = np.searchsorted(
+                    mz, [r * (1 - self.tolerance_ppm * 1e-6), r * (1 + self.tolerance_ppm * 1e-6)]
+                )
+                if hi - lo >= 3:
+                    seg = x[i, lo:hi]
+                    j = int(np.argmax(seg))
+                    if 0 < j < len(seg) - 1 and seg[j] > 0:  # parabolic apex
+                        a, b, c = seg[j - 1], seg[j], seg[j + 1]
+                        den = a - 2 * b + c
+                        d = 0.5 * (a - c) / den if den != 0 else 0.0
+                        obs.append(np.interp(lo + j + d, np.arange(len(mz)), mz))
+                        true.append(r)
+            if not obs:
+                unmatched += 1
+                continue
+            if len(obs) == 1:
+                true_of_obs = mz + (true[0] - obs[0])
+            else:
+                b, a = np.polyfit(obs, true, 1)
+                true_of_obs = a + b * mz
+            out[i] = np.interp(mz, true_of_obs, x[i], left=0.0, right=0.0)
+        if unmatched:
+            logger.warning(
+                "Recalibrate: %d spectra without any reference peak left unchanged", unmatched
+            )
+        return mz, out
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A sequence of steps applied in order; serialisable with :meth:`to_json`.
+
+    Examples
+    --------
+    >>> p = Pipeline((TICNormalize(), Crop(700, 2000), Bin(tuple(uniform_edges(700, 2000, 0.5)))))
+    >>> mz2, X2 = p(mz, X)                       # doctest: +SKIP
+    >>> Pipeline.from_json(p.to_json()) == p
+    True
+    """
+
+    steps: tuple[Step, ...] = ()
+
+    def __call__(self, mz: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        for s in self.steps:
+            mz, x = s(mz, x)
+        return mz, x
+
+    def to_json(self) -> str:
+        return json.dumps([s.to_dict() for s in self.steps])
+
+    @classmethod
+    def from_json(cls, text: str) -> Pipeline:
+        steps: list[Step] = []
+        for d in json.loads(text):
+            d = dict(d)
+            kind = _REGISTRY.get(d.pop("step"))
+            if kind is None:
+                raise ValueError(f"unknown preprocessing step in {text[:80]!r}")
+            steps.append(kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}))
+        return cls(tuple(steps))
+
+    def __add__(self, other: Pipeline | Sequence[Step]) -> Pipeline:
+        more = other.steps if isinstance(other, Pipeline) else tuple(other)
+        return Pipeline(self.steps + more)

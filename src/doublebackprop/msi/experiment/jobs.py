@@ -1,0 +1,312 @@
+"""Independent training jobs of the inter-lab protocol, run in-process or in a process pool.
+
+A job trains one model (a spec at one hyper-parameter value and seed) on some rows of the cohort
+and predicts others. Worker processes are started with ``spawn`` (safe with torch's thread
+pools), use one thread each, and read the spectra from a memory-mapped ``.npy`` file, so the
+cohort is neither copied per job nor pickled.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from functools import partial
+
+import numpy as np
+import torch
+from torch import nn
+
+from doublebackprop.msi.experiment.interpret import (
+    RelevanceSummary,
+    linear_relevance,
+    model_relevance,
+)
+from doublebackprop.msi.experiment.metrics import balanced_accuracy
+from doublebackprop.msi.models import LinearBaseline
+from doublebackprop.msi.training import TrainConfig, predict_logits, train_model
+
+__all__ = ["ModelSpec", "Job", "JobResult", "JobRunner", "run_jobs"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model of the experiment: a name, how to build it, and its hyper-parameter grid.
+
+    ``build(input_length=L, num_classes=K)`` returns a network (it must be picklable for worker
+    processes: a class or a :func:`functools.partial` of one); ``build=None`` is the linear
+    baseline, whose grid holds numbers of m/z bins. For networks the grid holds DRR's λ
+    (λ₁ = λ₂ = λ; 0 = plain cross-entropy). ``epochs`` overrides the protocol's training
+    epochs for this model (None: use them).
+
+    Examples
+    --------
+    >>> from doublebackprop.msi.models import IsotopeNet
+    >>> ModelSpec("isotopenet", IsotopeNet, grid=(1e-2, 1e-3)).key
+    'isotopenet+drr'
+    """
+
+    name: str
+    build: Callable[..., nn.Module] | None
+    grid: tuple = (0.0,)
+    relative_cost: float = 1.0
+    epochs: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
+            raise ValueError(f"ModelSpec {self.name!r}: epochs must be an int >= 1 or None")
+        grid = tuple(self.grid)
+        if not grid:
+            raise ValueError(f"ModelSpec {self.name!r}: grid must not be empty")
+        for g in grid:
+            if not isinstance(g, (int, float)) or not np.isfinite(g) or g < 0:
+                what = "λ" if self.build is not None else "number of bins"
+                raise ValueError(
+                    f"ModelSpec {self.name!r}: {what} must be a finite number >= 0, got {g!r}"
+                )
+        if self.build is None and min(grid) < 1:
+            raise ValueError(f"ModelSpec {self.name!r}: numbers of bins must be >= 1")
+        if self.build is not None and len(grid) > 1 and min(grid) == 0:
+            raise ValueError(
+                f"ModelSpec {self.name!r}: mix of λ = 0 and λ > 0 in one grid; "
+                "make two specs (with and without DRR)"
+            )
+        object.__setattr__(self, "grid", grid)
+
+    @property
+    def drr(self) -> bool:
+        return self.build is not None and max(self.grid) > 0
+
+    @property
+    def key(self) -> str:
+        return self.name + ("+drr" if self.drr else "")
+
+    def train_config(self, cfg: TrainConfig) -> TrainConfig:
+        """The protocol's training settings with this model's epochs."""
+        return cfg if self.epochs is None else replace(cfg, epochs=self.epochs)
+
+    @property
+    def hyper_name(self) -> str:
+        return "n_features" if self.build is None else "lambda"
+
+
+@dataclass(frozen=True, eq=False)
+class Job:
+    spec: ModelSpec
+    hyper: float
+    seed: int
+    train: np.ndarray
+    evals: dict[str, np.ndarray]
+    tag: tuple
+    relevance: bool = False
+
+    def cost(self, cfg: TrainConfig) -> float:
+        if self.spec.build is None:
+            return float(len(self.train))
+        return float(
+            len(self.train)
+            * max(self.spec.train_config(cfg).epochs, 1)
+            * self.spec.relative_cost
+            * (2.0 if self.hyper > 0 else 1.0)
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class JobResult:
+    job: Job
+    pred: dict[str, np.ndarray]
+    scores: dict[str, float]
+    relevance: RelevanceSummary | None
+    seconds: float
+    history: tuple = field(default=())
+
+
+_WORKER: dict = {}
+
+
+def _execute(
+    job: Job, shared: dict, cfg: TrainConfig, report: Callable[[float], None] | None = None
+) -> tuple[dict, dict, object, float, tuple]:
+    """Train/fit, predict every eval set, summarise relevance; ``report(fraction)`` per epoch."""
+    x, y, k = shared["x"], shared["y"], shared["num_classes"]
+    t0 = time.perf_counter()
+    xt, yt = np.asarray(x[job.train]), y[job.train]
+    pred: dict[str, np.ndarray] = {}
+    rel = None
+    history: tuple = ()
+    test = job.evals.get("test")
+    if job.spec.build is None and len(np.unique(yt)) < 2:
+        # a tiny cohort can leave one class out of a training fold: predict the class seen
+        logger.warning("%s: training fold holds one class only; predicting it", job.spec.key)
+        for name, idx in job.evals.items():
+            pred[name] = np.full(len(idx), yt[0] if len(yt) else 0, dtype=np.int64)
+    elif job.spec.build is None:
+        fit = LinearBaseline(grid=(int(job.hyper),)).fit(xt, yt)
+        for name, idx in job.evals.items():
+            pred[name] = fit.predict(np.asarray(x[idx])) if len(idx) else np.zeros(0, np.int64)
+        if job.relevance and test is not None and len(test):
+            rel = RelevanceSummary.from_relevance(
+                linear_relevance(fit, np.asarray(x[test]), y[test]), y[test], k
+            )
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(job.seed)
+            model = job.spec.build(input_length=x.shape[1], num_classes=k)
+        run_cfg = replace(
+            job.spec.train_config(cfg), l1=float(job.hyper), l2=float(job.hyper), seed=job.seed
+        )
+        res = train_model(
+            model,
+            torch.from_numpy(xt),
+            torch.from_numpy(yt),
+            config=run_cfg,
+            num_classes=k,
+            callback=None if report is None else (lambda st, total: report(1.0 / max(total, 1))),
+        )
+        history = res.history
+        for name, idx in job.evals.items():
+            logits = predict_logits(model, np.asarray(x[idx])) if len(idx) else torch.zeros(0, k)
+            pred[name] = logits.argmax(1).numpy()
+        if job.relevance and test is not None and len(test):
+            r = model_relevance(model, np.asarray(x[test]), y[test], engine=cfg.engine)
+            rel = RelevanceSummary.from_relevance(r, y[test], k)
+    scores = {
+        name: balanced_accuracy(y[idx], pred[name], num_classes=k)
+        for name, idx in job.evals.items()
+        if len(idx)
+    }
+    return pred, scores, rel, time.perf_counter() - t0, history
+
+
+def _init_worker(path: str, y: np.ndarray, num_classes: int, queue: object) -> None:
+    torch.set_num_threads(1)
+    _WORKER["shared"] = {"x": np.load(path, mmap_mode="r"), "y": y, "num_classes": num_classes}
+    _WORKER["queue"] = queue
+
+
+def _run_in_worker(index: int, job: Job, cfg: TrainConfig):
+    queue = _WORKER["queue"]
+    return _execute(job, _WORKER["shared"], cfg, report=lambda f: queue.put((index, f)))
+
+
+class JobRunner:
+    """Runs batches of jobs in-process or in one pool of ``workers`` spawned processes.
+
+    Use as a context manager so the pool (and the memory-mapped cohort) is created once for
+    all batches and removed afterwards.
+    """
+
+    def __init__(self, shared: dict, cfg: TrainConfig, *, workers: int = 1) -> None:
+        self.shared, self.cfg, self.workers = shared, cfg, workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._queue: object = None
+
+    def __enter__(self) -> JobRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            import multiprocessing as mp
+
+            self._tmp = tempfile.TemporaryDirectory(prefix="dbp-cohort-")
+            path = os.path.join(self._tmp.name, "x.npy")
+            np.save(path, np.ascontiguousarray(self.shared["x"], dtype=np.float32))
+            ctx = mp.get_context("spawn")
+            self._queue = ctx.Queue()
+            init = (path, self.shared["y"], self.shared["num_classes"], self._queue)
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=ctx,
+                initializer=_init_worker,
+                initargs=init,
+            )
+        return self._pool
+
+    def run(
+        self, jobs: Sequence[Job], on_progress: Callable[[Job, float], None] | None = None
+    ) -> list[JobResult]:
+        """Run ``jobs`` (largest first across the workers); results in job order.
+
+        ``on_progress(job, fraction)`` is called after every training epoch and when a job
+        ends, with the fraction of that job done since the last call (they sum to 1).
+        """
+        out: list[JobResult | None] = [None] * len(jobs)
+        done = [0.0] * len(jobs)
+
+        def advance(i: int, fraction: float) -> None:
+            fraction = min(fraction, 1.0 - done[i])
+            done[i] += fraction
+            if on_progress is not None and fraction > 0:
+                on_progress(jobs[i], fraction)
+
+        def store(i: int, payload) -> None:
+            pred, scores, rel, secs, hist = payload
+            out[i] = JobResult(
+                job=jobs[i], pred=pred, scores=scores, relevance=rel, seconds=secs, history=hist
+            )
+            advance(i, 1.0)
+
+        if self.workers <= 1 or len(jobs) <= 1:
+            for i, job in enumerate(jobs):
+                # ≤ 95 % per epochs: evaluation and relevance finish the job
+                report = partial(lambda i, f: advance(i, 0.95 * f), i)
+                store(i, _execute(job, self.shared, self.cfg, report=report))
+            return out  # type: ignore[return-value]
+        pool = self._get_pool()
+        order = sorted(range(len(jobs)), key=lambda i: -jobs[i].cost(self.cfg))
+        pending = {
+            pool.submit(partial(_run_in_worker, cfg=self.cfg), i, _lean(jobs[i])): i for i in order
+        }
+        while pending:
+            finished, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            self._drain(advance)
+            for fut in finished:
+                store(pending.pop(fut), fut.result())
+        return out  # type: ignore[return-value]
+
+    def _drain(self, advance: Callable[[int, float], None]) -> None:
+        import queue as queue_mod
+
+        while True:
+            try:
+                i, fraction = self._queue.get_nowait()  # type: ignore[attr-defined]
+            except queue_mod.Empty:
+                return
+            advance(i, 0.95 * fraction)
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    shared: dict,
+    cfg: TrainConfig,
+    *,
+    workers: int = 1,
+    on_progress: Callable[[Job, float], None] | None = None,
+) -> list[JobResult]:
+    """One batch of jobs (see :class:`JobRunner`)."""
+    with JobRunner(shared, cfg, workers=workers) as runner:
+        return runner.run(jobs, on_progress)
+
+
+def _lean(job: Job) -> Job:
+    """The job as sent to a worker (arrays as int64, nothing else)."""
+    return replace(
+        job,
+        train=np.asarray(job.train, np.int64),
+        evals={k: np.asarray(v, np.int64) for k, v in job.evals.items()},
+    )

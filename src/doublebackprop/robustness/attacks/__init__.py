@@ -1,0 +1,16 @@
+"""Batched adversarial attacks: the :class:`Attack` base, gradient-ascent and minimisation attacks."""
+
+from doublebackprop.robustness.attacks.base import Attack, AttackResult
+from doublebackprop.robustness.attacks.gradient import PGD, MinimalPGD, RandomDirections
+from doublebackprop.robustness.attacks.minimisation import DDN, CarliniWagner, DeepFool
+
+__all__ = [
+    "DDN",
+    "PGD",
+    "Attack",
+    "AttackResult",
+    "CarliniWagner",
+    "DeepFool",
+    "MinimalPGD",
+    "RandomDirections",
+]

@@ -1,0 +1,90 @@
+"""Each private PyTorch entry point the engine uses, against the public op it stands for."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from doublebackprop.engine import _torch_compat as compat
+
+DT = torch.float64
+
+
+def test_will_engine_execute_inside_and_outside_a_backward():
+    assert compat.will_engine_execute(None) is False
+    a = torch.randn(3, dtype=DT, requires_grad=True)
+    b = torch.randn(3, dtype=DT, requires_grad=True)
+    seen: dict[str, bool] = {}
+
+    class Probe(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, y):  # type: ignore[override]
+            return x * y
+
+        @staticmethod
+        def backward(ctx, g):  # type: ignore[override]
+            nodes = [n for n, _ in ctx.next_functions]
+            seen["a"], seen["b"] = (compat.will_engine_execute(n) for n in nodes)
+            return g, g
+
+    out = Probe.apply(a * 1.0, b * 1.0).sum()
+    torch.autograd.grad(out, a)  # only a's branch is needed
+    assert seen == {"a": True, "b": False}
+    # outside a backward the private call raises; the documented fallback is True
+    assert compat.will_engine_execute((a * 1.0).grad_fn) is True
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_convolution_backward_matches_autograd(groups):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 11, dtype=DT, generator=g, requires_grad=True)
+    w = torch.randn(6, 4 // groups, 3, dtype=DT, generator=g, requires_grad=True)
+    out = F.conv1d(x, w, None, (2,), (1,), (1,), groups)
+    grad = torch.randn(out.shape, dtype=DT, generator=g)
+    ref = torch.autograd.grad(out, (x, w), grad)
+    gx, gw, gb = compat.convolution_backward(
+        grad, x.detach(), w.detach(), (2,), (1,), (1,), groups, [True, True, True]
+    )
+    torch.testing.assert_close(gx, ref[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(gw, ref[1], rtol=0, atol=1e-12)
+    torch.testing.assert_close(gb, grad.sum((0, 2)), rtol=0, atol=1e-12)
+
+
+def test_relu_backward():
+    x = torch.randn(50, dtype=DT)
+    grad = torch.randn(50, dtype=DT)
+    torch.testing.assert_close(compat.relu_backward(grad, torch.relu(x)), grad * (x > 0))
+
+
+@pytest.mark.parametrize("batch_stats", [True, False])
+def test_batch_norm_forward_and_backward_match_stock(batch_stats):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(5, 3, 7, dtype=DT, generator=g, requires_grad=True)
+    w = torch.rand(3, dtype=DT, generator=g).add(0.5).requires_grad_()
+    b = torch.randn(3, dtype=DT, generator=g).requires_grad_()
+    rm, rv = torch.zeros(3, dtype=DT), torch.ones(3, dtype=DT)
+    rm2, rv2 = rm.clone(), rv.clone()
+    ref = F.batch_norm(x, rm, rv, w, b, training=batch_stats, momentum=0.1, eps=1e-5)
+    out, mean, invstd, reserve, impl = compat.batch_norm_forward(
+        x.detach(), w.detach(), b.detach(), rm2, rv2, batch_stats, 0.1, 1e-5
+    )
+    torch.testing.assert_close(out, ref.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(rm2, rm, rtol=0, atol=0)  # the running statistics move alike
+    if batch_stats:
+        grad = torch.randn(ref.shape, dtype=DT, generator=g)
+        gx_ref, gw_ref, gb_ref = torch.autograd.grad(ref, (x, w, b), grad)
+        gx, gw, gb = compat.batch_norm_backward(
+            impl, x.detach(), grad, w.detach(), mean, invstd, 1e-5, [True, True, True], reserve
+        )
+        torch.testing.assert_close(gx, gx_ref, rtol=0, atol=1e-12)
+        torch.testing.assert_close(gw, gw_ref, rtol=0, atol=1e-12)
+        torch.testing.assert_close(gb, gb_ref, rtol=0, atol=1e-12)
+
+
+def test_check_batch_norm_input_is_stocks_check():
+    bn = nn.BatchNorm1d(3)
+    compat.check_batch_norm_input(bn, torch.zeros(2, 3, 4))
+    with pytest.raises(ValueError, match="expected 2D or 3D input"):
+        compat.check_batch_norm_input(bn, torch.zeros(2, 3, 4, 5))

@@ -1,0 +1,240 @@
+"""Data loading (IDX validation), models, resumable training and the study CLI end to end."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from doublebackprop import robustness as rb
+from doublebackprop.cli import main
+from doublebackprop.vision.datasets import ImageData, load_fashion_mnist, read_idx
+from doublebackprop.vision.models import SmallCNN, SmallResNet
+from doublebackprop.vision.training import TrainConfig, train_model
+
+
+def write_idx(path: Path, array: np.ndarray, *, gz: bool = True, cut: int = 0) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    raw = header + array.astype(np.uint8).tobytes()
+    raw = raw[: len(raw) - cut]
+    if gz:
+        with gzip.open(path, "wb") as fh:
+            fh.write(raw)
+    else:
+        path.write_bytes(raw)
+
+
+def fake_fashion(root: Path, n_train: int = 300, n_test: int = 120) -> Path:
+    """Class-dependent blobs: learnable in a few steps, so the pipeline has something to measure."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n)
+        imgs = rng.integers(0, 60, (n, 28, 28))
+        for i, c in enumerate(labels):
+            r, q = divmod(int(c), 5)
+            imgs[i, 4 + 10 * r : 12 + 10 * r, 2 + 5 * q : 7 + 5 * q] += 180
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", imgs)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return root
+
+
+def test_read_idx_roundtrip_and_errors(tmp_path):
+    a = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "ok.gz", a)
+    write_idx(tmp_path / "ok.raw", a, gz=False)
+    np.testing.assert_array_equal(read_idx(tmp_path / "ok.gz"), a)
+    np.testing.assert_array_equal(read_idx(tmp_path / "ok.raw"), a)
+    write_idx(tmp_path / "short.gz", a, cut=5)
+    with pytest.raises(ValueError, match=r"short\.gz.*truncated"):
+        read_idx(tmp_path / "short.gz")
+    (tmp_path / "bad").write_bytes(b"\x12\x34\x08\x01\x00\x00\x00\x01\x00")
+    with pytest.raises(ValueError, match="bad.*magic"):
+        read_idx(tmp_path / "bad")
+    (tmp_path / "corrupt.gz").write_bytes(gzip.compress(a.tobytes())[:10])
+    with pytest.raises(ValueError, match="corrupt.gz"):
+        read_idx(tmp_path / "corrupt.gz")
+    with pytest.raises(FileNotFoundError, match="missing.gz"):
+        read_idx(tmp_path / "missing.gz")
+
+
+def test_fashion_loader_real_files_or_skip():
+    from doublebackprop.common.paths import data_home
+
+    root = data_home() / "fashion-mnist"
+    if not (root / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"Fashion-MNIST not fetched into {root} (run scripts/fetch_data.sh)")
+    test = load_fashion_mnist(root, split="test")
+    assert test.images.shape == (10_000, 1, 28, 28) and test.labels.shape == (10_000,)
+    assert 0 <= float(test.images.min()) and float(test.images.max()) <= 1
+    assert torch.bincount(test.labels).tolist() == [1000] * 10
+
+
+def test_fashion_loader_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_fashion_mnist(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty.*train-images-idx3-ubyte"):
+        load_fashion_mnist(tmp_path / "empty")
+    root = fake_fashion(tmp_path / "fm", 20, 10)
+    write_idx(root / "t10k-labels-idx1-ubyte.gz", np.zeros(7, dtype=np.uint8))
+    with pytest.raises(ValueError, match="do not match"):
+        load_fashion_mnist(root, split="test")
+
+
+def test_models_shapes_and_wrong_channels():
+    x = torch.rand(2, 1, 28, 28)
+    assert SmallCNN(width=0.25)(x).shape == (2, 10)
+    assert SmallResNet(width=0.25)(x).shape == (2, 10)
+    with pytest.raises(RuntimeError, match="channels"):
+        SmallCNN(width=0.25)(torch.rand(2, 3, 28, 28))
+
+
+def test_training_resumes_without_losing_epochs(tmp_path):
+    data = load_fashion_mnist(fake_fashion(tmp_path / "fm", 200, 20), split="train")
+    ckpt = tmp_path / "ck" / "m.pt"
+    cfg1 = TrainConfig(method="gradient-norm", lam=0.1, epochs=1, batch_size=50)
+    torch.manual_seed(0)
+    m1 = SmallCNN(width=0.25)
+    s1 = train_model(m1, data, cfg1, checkpoint=ckpt, progress=False)
+    assert s1.epochs_run == 1 and ckpt.is_file() and not ckpt.with_name("m.pt.tmp").exists()
+    # "interrupted" after epoch 1: a fresh process asks for 2 epochs and resumes at epoch 2
+    torch.manual_seed(123)
+    m2 = SmallCNN(width=0.25)
+    s2 = train_model(
+        m2,
+        data,
+        TrainConfig(method="gradient-norm", lam=0.1, epochs=2, batch_size=50),
+        checkpoint=ckpt,
+        progress=False,
+    )
+    assert (s2.resumed_from, s2.epochs_run) == (1, 1)
+    # identical to an uninterrupted 2-epoch run
+    torch.manual_seed(0)
+    m3 = SmallCNN(width=0.25)
+    train_model(
+        m3,
+        data,
+        TrainConfig(method="gradient-norm", lam=0.1, epochs=2, batch_size=50),
+        progress=False,
+    )
+    for a, b in zip(m2.state_dict().values(), m3.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match=r"m\.pt.*different configuration"):
+        train_model(
+            SmallCNN(width=0.25),
+            data,
+            TrainConfig(method="plain", epochs=3),
+            checkpoint=ckpt,
+            progress=False,
+        )
+
+
+def test_adversarial_training_runs(tmp_path):
+    data = load_fashion_mnist(fake_fashion(tmp_path / "fm", 100, 20), split="train")
+    torch.manual_seed(0)
+    m = SmallResNet(width=0.25)
+    s = train_model(
+        m,
+        data,
+        TrainConfig(method="adversarial", epsilon=0.5, adv_steps=2, epochs=1, batch_size=50),
+        progress=False,
+    )
+    assert s.epochs_run == 1 and not m.training
+
+
+def test_cli_study_end_to_end(tmp_path):
+    root = fake_fashion(tmp_path / "fm")
+    out = tmp_path / "out"
+    argv = [
+        "robustness",
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        str(root),
+        "--quick",
+        "--out",
+        str(out),
+        "--width",
+        "0.25",
+        "--epochs",
+        "2",
+        "--train-size",
+        "300",
+        "--attack-size",
+        "12",
+        "--lambdas",
+        "0,0.1,1",
+        "--adv-epsilon",
+        "1",
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    records = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in records] == [
+        "plain",
+        "gradient-norm",
+        "gradient-norm",
+        "adversarial",
+    ]
+    for r in records:
+        for key in (
+            "model",
+            "lambda",
+            "clean_accuracy",
+            "median_distance",
+            "median_linearized_distance",
+            "median_alignment",
+            "median_cosine_alignment",
+        ):
+            assert key in r
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 4
+    for name in (
+        "alignment_vs_distance.png",
+        "per_sample.png",
+        "lambda_sweep.png",
+        "saliency_grid.png",
+        "results.csv",
+    ):
+        assert (out / name).is_file()
+    # a second run reuses the finished checkpoints (no retraining) and gives the same records
+    assert main(argv) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert [r["clean_accuracy"] for r in again] == [r["clean_accuracy"] for r in records]
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert (
+        main(["robustness", "--data-dir", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
+        == 2
+    )
+    assert "--data-dir" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert (
+        main(
+            [
+                "robustness",
+                "--data-dir",
+                str(tmp_path / "empty"),
+                "--out",
+                str(tmp_path / "o"),
+                "--quick",
+            ]
+        )
+        == 2
+    )
+    assert "train-images-idx3-ubyte" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["robustness", "--out", str(tmp_path / "o"), "--lambdas", "a,b"])
+
+
+def test_image_data_validation():
+    with pytest.raises(ValueError, match="ImageData"):
+        ImageData(torch.rand(3, 28, 28), torch.zeros(3, dtype=torch.long), ("a",), "x")
+    assert rb.alignment  # the package imports cleanly alongside vision
