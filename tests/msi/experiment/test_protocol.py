@@ -82,9 +82,9 @@ def test_folds_never_split_a_patient_and_jobs_are_lab_and_patient_disjoint(seed,
             assert len(set(folds[patients == p].tolist())) == 1
         spec = ModelSpec("linear", None, grid=(2, 4))
         plan = il._plan([spec], folds, labs, ("A", "B"), cfg)
-        assert {(t[2], t[3]) for t in plan} == {("A", "B"), ("B", "A")}
-        for *_, k, inner in plan:
-            assert k not in inner
+        assert {(fp.fold.arm.source, fp.fold.arm.target) for fp in plan} == {("A", "B"), ("B", "A")}
+        for fp in plan:
+            assert fp.fold.test_fold not in fp.inner_folds
 
 
 def _capture_jobs(monkeypatch):
@@ -109,7 +109,7 @@ def test_protocol_jobs_respect_labs_patients_and_validation_source(monkeypatch, 
     )
     assert jobs
     for job in jobs:
-        protocol, src, tgt, k, v = job.tag
+        src, tgt = job.tag.fold.arm.source, job.tag.fold.arm.target
         assert set(labs[job.train].tolist()) == {src}
         for name, idx in job.evals.items():
             assert not set(patients[idx]) & set(patients[job.train]), name
@@ -144,11 +144,8 @@ def test_selection_picks_best_validation_score_earliest_on_ties():
     spec = ModelSpec("isotopenet", IsotopeNet, grid=(1e-1, 1e-2, 1e-3))
     fake = [
         _jobs.JobResult(
-            job=_jobs.Job(spec, h, 0, np.zeros(1), {}, ()),
-            pred={},
-            scores={"val": s},
-            relevance=None,
-            seconds=0,
+            job=_jobs.Job(spec, h, 0, np.zeros(1), {}),
+            outcome=_jobs.JobOutcome(pred={}, scores={"val": s}, relevance=None, seconds=0),
         )
         for h, s in ((1e-1, 0.6), (1e-2, 0.8), (1e-3, 0.8))
     ]
@@ -198,9 +195,9 @@ def test_end_to_end_networks_no_refit_records_and_relevance():
     assert [r.get("epochs") for r in pooled] == [2, 1, None]
 
     x32 = x.astype(np.float32)
-    shared = {"x": x32, "y": (labels == "ovary").astype(np.int64), "num_classes": 2}
-    job = _jobs.Job(specs[0], 0.0, 0, np.arange(12), {"test": np.arange(12, 18)}, tag=())
-    history = _jobs._execute(job, shared, cfg.train)[4]
+    cohort_ = _jobs.Cohort(x32, (labels == "ovary").astype(np.int64), 2)
+    job = _jobs.Job(specs[0], 0.0, 0, np.arange(12), {"test": np.arange(12, 18)})
+    history = _jobs._execute(job, cohort_, cfg.train).history
     assert len(history) == 2  # the spec's epochs, not the protocol's 1
     assert (
         next(r for r in pooled if r["model"] == "isotopenet" and not r["drr"])["validation"]
@@ -281,7 +278,7 @@ def test_leave_one_lab_out_mode_uses_whole_labs(monkeypatch):
     final = [j for j in jobs if "test" in j.evals]
     assert len(final) == 2 and all(j.hyper == 2 for j in final)  # first grid value, no search
     for j in final:
-        _, src, tgt, _, _ = j.tag
+        src, tgt = j.tag.fold.arm.source, j.tag.fold.arm.target
         np.testing.assert_array_equal(j.train, np.flatnonzero(labs == src))
         np.testing.assert_array_equal(j.evals["test"], np.flatnonzero(labs == tgt))
     assert {r["direction"] for r in res.records} == {"A->B", "B->A", "pooled"}

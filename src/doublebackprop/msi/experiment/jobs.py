@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +31,19 @@ from doublebackprop.msi.experiment.metrics import balanced_accuracy
 from doublebackprop.msi.models import LinearBaseline
 from doublebackprop.msi.training import TrainConfig, predict_logits, train_model
 
-__all__ = ["ModelSpec", "Job", "JobResult", "JobRunner", "run_jobs"]
+__all__ = [
+    "ArmKey",
+    "Cohort",
+    "FoldKey",
+    "FoldPlan",
+    "Job",
+    "JobOutcome",
+    "JobResult",
+    "JobRunner",
+    "JobTag",
+    "ModelSpec",
+    "run_jobs",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -96,14 +109,60 @@ class ModelSpec:
         return "n_features" if self.build is None else "lambda"
 
 
+@dataclass(frozen=True)
+class ArmKey:
+    """One arm of the protocol: train in ``source``, test in ``target`` (equal for intra-lab)."""
+
+    protocol: str  # "interlab" | "intralab"
+    source: str
+    target: str
+
+
+@dataclass(frozen=True)
+class FoldKey:
+    """One outer fold of an arm: the patients of fold ``test_fold`` are tested."""
+
+    arm: ArmKey
+    test_fold: int
+
+
+@dataclass(frozen=True)
+class JobTag:
+    """Where a job belongs: its outer fold, and the validation fold it is scored on (None for a
+    refit on all training folds)."""
+
+    fold: FoldKey
+    val_fold: int | None = None
+
+
+@dataclass(frozen=True)
+class FoldPlan:
+    """What the protocol runs for one model on one outer fold."""
+
+    spec: ModelSpec
+    fold: FoldKey
+    inner_folds: tuple[int, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Cohort:
+    """The data every job reads: spectra ``x`` ``(N, L)``, class indices ``y`` ``(N,)``."""
+
+    x: np.ndarray
+    y: np.ndarray
+    num_classes: int
+
+
 @dataclass(frozen=True, eq=False)
 class Job:
+    """One training (or linear fit) on rows ``train``, predicting each of ``evals``' row sets."""
+
     spec: ModelSpec
     hyper: float
     seed: int
     train: np.ndarray
     evals: dict[str, np.ndarray]
-    tag: tuple
+    tag: JobTag | None = None
     relevance: bool = False
 
     def cost(self, cfg: TrainConfig) -> float:
@@ -118,8 +177,10 @@ class Job:
 
 
 @dataclass(frozen=True, eq=False)
-class JobResult:
-    job: Job
+class JobOutcome:
+    """What a job produced: predicted classes and balanced accuracy per eval set, the relevance
+    summary on ``test`` (when asked for), run time and the training history."""
+
     pred: dict[str, np.ndarray]
     scores: dict[str, float]
     relevance: RelevanceSummary | None
@@ -127,14 +188,38 @@ class JobResult:
     history: tuple = field(default=())
 
 
-_WORKER: dict = {}
+@dataclass(frozen=True, eq=False)
+class JobResult:
+    """A job with its outcome."""
+
+    job: Job
+    outcome: JobOutcome
+
+    @property
+    def pred(self) -> dict[str, np.ndarray]:
+        return self.outcome.pred
+
+    @property
+    def scores(self) -> dict[str, float]:
+        return self.outcome.scores
+
+    @property
+    def relevance(self) -> RelevanceSummary | None:
+        return self.outcome.relevance
+
+    @property
+    def seconds(self) -> float:
+        return self.outcome.seconds
+
+
+_WORKER: dict[str, Any] = {}
 
 
 def _execute(
-    job: Job, shared: dict, cfg: TrainConfig, report: Callable[[float], None] | None = None
-) -> tuple[dict, dict, object, float, tuple]:
+    job: Job, cohort: Cohort, cfg: TrainConfig, report: Callable[[float], None] | None = None
+) -> JobOutcome:
     """Train/fit, predict every eval set, summarise relevance; ``report(fraction)`` per epoch."""
-    x, y, k = shared["x"], shared["y"], shared["num_classes"]
+    x, y, k = cohort.x, cohort.y, cohort.num_classes
     t0 = time.perf_counter()
     xt, yt = np.asarray(x[job.train]), y[job.train]
     pred: dict[str, np.ndarray] = {}
@@ -181,18 +266,18 @@ def _execute(
         for name, idx in job.evals.items()
         if len(idx)
     }
-    return pred, scores, rel, time.perf_counter() - t0, history
+    return JobOutcome(pred, scores, rel, time.perf_counter() - t0, history)
 
 
 def _init_worker(path: str, y: np.ndarray, num_classes: int, queue: object) -> None:
     torch.set_num_threads(1)
-    _WORKER["shared"] = {"x": np.load(path, mmap_mode="r"), "y": y, "num_classes": num_classes}
+    _WORKER["cohort"] = Cohort(np.load(path, mmap_mode="r"), y, num_classes)
     _WORKER["queue"] = queue
 
 
-def _run_in_worker(index: int, job: Job, cfg: TrainConfig):
+def _run_in_worker(index: int, job: Job, cfg: TrainConfig) -> JobOutcome:
     queue = _WORKER["queue"]
-    return _execute(job, _WORKER["shared"], cfg, report=lambda f: queue.put((index, f)))
+    return _execute(job, _WORKER["cohort"], cfg, report=lambda f: queue.put((index, f)))
 
 
 class JobRunner:
@@ -202,8 +287,8 @@ class JobRunner:
     all batches and removed afterwards.
     """
 
-    def __init__(self, shared: dict, cfg: TrainConfig, *, workers: int = 1) -> None:
-        self.shared, self.cfg, self.workers = shared, cfg, workers
+    def __init__(self, cohort: Cohort, cfg: TrainConfig, *, workers: int = 1) -> None:
+        self.cohort, self.cfg, self.workers = cohort, cfg, workers
         self._pool: ProcessPoolExecutor | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._queue: object = None
@@ -225,10 +310,10 @@ class JobRunner:
 
             self._tmp = tempfile.TemporaryDirectory(prefix="dbp-cohort-")
             path = os.path.join(self._tmp.name, "x.npy")
-            np.save(path, np.ascontiguousarray(self.shared["x"], dtype=np.float32))
+            np.save(path, np.ascontiguousarray(self.cohort.x, dtype=np.float32))
             ctx = mp.get_context("spawn")
             self._queue = ctx.Queue()
-            init = (path, self.shared["y"], self.shared["num_classes"], self._queue)
+            init = (path, self.cohort.y, self.cohort.num_classes, self._queue)
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=ctx,
@@ -254,18 +339,15 @@ class JobRunner:
             if on_progress is not None and fraction > 0:
                 on_progress(jobs[i], fraction)
 
-        def store(i: int, payload) -> None:
-            pred, scores, rel, secs, hist = payload
-            out[i] = JobResult(
-                job=jobs[i], pred=pred, scores=scores, relevance=rel, seconds=secs, history=hist
-            )
+        def store(i: int, outcome: JobOutcome) -> None:
+            out[i] = JobResult(job=jobs[i], outcome=outcome)
             advance(i, 1.0)
 
         if self.workers <= 1 or len(jobs) <= 1:
             for i, job in enumerate(jobs):
                 # ≤ 95 % per epochs: evaluation and relevance finish the job
                 report = partial(lambda i, f: advance(i, 0.95 * f), i)
-                store(i, _execute(job, self.shared, self.cfg, report=report))
+                store(i, _execute(job, self.cohort, self.cfg, report=report))
             return out  # type: ignore[return-value]
         pool = self._get_pool()
         order = sorted(range(len(jobs)), key=lambda i: -jobs[i].cost(self.cfg))
@@ -292,14 +374,14 @@ class JobRunner:
 
 def run_jobs(
     jobs: Sequence[Job],
-    shared: dict,
+    cohort: Cohort,
     cfg: TrainConfig,
     *,
     workers: int = 1,
     on_progress: Callable[[Job, float], None] | None = None,
 ) -> list[JobResult]:
     """One batch of jobs (see :class:`JobRunner`)."""
-    with JobRunner(shared, cfg, workers=workers) as runner:
+    with JobRunner(cohort, cfg, workers=workers) as runner:
         return runner.run(jobs, on_progress)
 
 

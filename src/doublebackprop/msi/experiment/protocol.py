@@ -27,9 +27,14 @@ import numpy as np
 from doublebackprop.msi.experiment.config import PAPER_LAMBDAS, ProtocolConfig
 from doublebackprop.msi.experiment.interpret import biomarker_mask
 from doublebackprop.msi.experiment.jobs import (
+    ArmKey,
+    Cohort,
+    FoldKey,
+    FoldPlan,
     Job,
     JobResult,
     JobRunner,
+    JobTag,
     ModelSpec,
 )
 from doublebackprop.msi.experiment.results import Arm, assemble_arms, make_records
@@ -140,18 +145,21 @@ def _plan(
     labs: np.ndarray,
     lab_names: tuple[str, str],
     cfg: ProtocolConfig,
-) -> list[tuple]:
-    """(spec, protocol, source, target, k, inner folds) for every arm and outer fold."""
-    pairs = [("interlab", lab_names[0], lab_names[1]), ("interlab", lab_names[1], lab_names[0])]
-    intra = [("intralab", lab, lab) for lab in lab_names]
+) -> list[FoldPlan]:
+    """Every model's arms and outer folds, with the validation folds of each."""
+    a, b = lab_names
+    pairs = [ArmKey("interlab", a, b), ArmKey("interlab", b, a)]
+    intra = [ArmKey("intralab", lab, lab) for lab in lab_names]
     out = []
     for spec in specs:
-        for protocol, src, tgt in pairs + (intra if spec.key in cfg.intralab else []):
+        for arm in pairs + (intra if spec.key in cfg.intralab else []):
             for k in range(cfg.n_splits):
-                inner = [(k + 1 + i) % cfg.n_splits for i in range(cfg.inner_folds)]
-                if cfg.n_splits == 1:
-                    inner = []
-                out.append((spec, protocol, src, tgt, k, inner))
+                inner = (
+                    ()
+                    if cfg.n_splits == 1
+                    else tuple((k + 1 + i) % cfg.n_splits for i in range(cfg.inner_folds))
+                )
+                out.append(FoldPlan(spec, FoldKey(arm, k), inner))
     return out
 
 
@@ -160,7 +168,7 @@ def _outside(folds: np.ndarray, k: int, n_splits: int) -> np.ndarray:
     return folds != k if n_splits > 1 else np.ones(len(folds), dtype=bool)
 
 
-def _select(spec: ModelSpec, results: list[JobResult]) -> object:
+def _select(spec: ModelSpec, results: list[JobResult]) -> float:
     """Best grid value by mean validation balanced accuracy; ties → the earlier grid value."""
     scores = {}
     for h in spec.grid:
@@ -169,30 +177,39 @@ def _select(spec: ModelSpec, results: list[JobResult]) -> object:
     return max(spec.grid, key=lambda h: (scores[h], -spec.grid.index(h)))
 
 
+def _fold_of(result: JobResult) -> FoldKey:
+    assert result.job.tag is not None  # every protocol job is tagged
+    return result.job.tag.fold
+
+
 def _final_jobs(
-    plan, sel_res: list[JobResult], config: ProtocolConfig, folds: np.ndarray, labs: np.ndarray
-):
-    """Chosen hyper-parameter per (arm, outer fold) and the refit jobs that use it."""
-    chosen: dict[tuple, object] = {}
-    for spec, protocol, src, tgt, k, _ in plan:
-        mine = [
-            r for r in sel_res if r.job.spec == spec and r.job.tag[:4] == (protocol, src, tgt, k)
-        ]
-        chosen[(spec.key, protocol, src, tgt, k)] = _select(spec, mine) if mine else spec.grid[0]
+    plan: list[FoldPlan],
+    sel_res: list[JobResult],
+    config: ProtocolConfig,
+    folds: np.ndarray,
+    labs: np.ndarray,
+) -> tuple[dict[tuple[str, FoldKey], float], list[Job]]:
+    """Chosen hyper-parameter per (model, outer fold) and the refit jobs that use it."""
+    chosen: dict[tuple[str, FoldKey], float] = {}
+    for fp in plan:
+        mine = [r for r in sel_res if r.job.spec == fp.spec and _fold_of(r) == fp.fold]
+        chosen[(fp.spec.key, fp.fold)] = _select(fp.spec, mine) if mine else fp.spec.grid[0]
     fin_jobs: list[Job] = []
     if not config.refit:
         return chosen, fin_jobs
-    for spec, protocol, src, tgt, k, _ in plan:
-        h = chosen[(spec.key, protocol, src, tgt, k)]
+    for fp in plan:
+        arm, k = fp.fold.arm, fp.fold.test_fold
         for s in config.seeds:
             fin_jobs.append(
                 Job(
-                    spec=spec,
-                    hyper=float(h),  # type: ignore[arg-type]
+                    spec=fp.spec,
+                    hyper=float(chosen[(fp.spec.key, fp.fold)]),
                     seed=s,
-                    train=np.flatnonzero((labs == src) & _outside(folds, k, config.n_splits)),
-                    evals={"test": np.flatnonzero((labs == tgt) & (folds == k))},
-                    tag=(protocol, src, tgt, k, None),
+                    train=np.flatnonzero(
+                        (labs == arm.source) & _outside(folds, k, config.n_splits)
+                    ),
+                    evals={"test": np.flatnonzero((labs == arm.target) & (folds == k))},
+                    tag=JobTag(fp.fold),
                     relevance=True,
                 )
             )
@@ -263,11 +280,12 @@ def run_interlab(
 
     # phase 1: validation jobs (grid specs, or all specs when refit=False)
     sel_jobs: list[Job] = []
-    for spec, protocol, src, tgt, k, inner in plan:
+    for fp in plan:
+        spec, src, tgt, k = fp.spec, fp.fold.arm.source, fp.fold.arm.target, fp.fold.test_fold
         if config.refit and len(spec.grid) == 1:
             continue
         val_lab = tgt if config.validation == "target" else src
-        for v in inner:
+        for v in fp.inner_folds:
             train = where(src, (folds != k) & (folds != v))
             evals = {"val": where(val_lab, folds == v)}
             if not config.refit:
@@ -281,18 +299,18 @@ def run_interlab(
                             seed=s,
                             train=train,
                             evals=evals,
-                            tag=(protocol, src, tgt, k, v),
+                            tag=JobTag(fp.fold, v),
                             relevance=not config.refit,
                         )
                     )
     final_jobs_planned = [] if not config.refit else plan
     total = sum(j.cost(config.train) for j in sel_jobs)
     total += sum(
-        len(where(src, _outside(folds, k, config.n_splits)))
-        * spec.train_config(config.train).epochs
-        * spec.relative_cost
+        len(where(fp.fold.arm.source, _outside(folds, fp.fold.test_fold, config.n_splits)))
+        * fp.spec.train_config(config.train).epochs
+        * fp.spec.relative_cost
         * len(config.seeds)
-        for spec, _, src, _, k, _ in final_jobs_planned
+        for fp in final_jobs_planned
     )
     done = [0.0]
 
@@ -301,8 +319,7 @@ def run_interlab(
         if progress is not None:
             progress(done[0], total, job.spec.key)
 
-    shared = {"x": x, "y": y, "mask": mask, "num_classes": len(cls)}
-    with JobRunner(shared, config.train, workers=config.workers) as runner:
+    with JobRunner(Cohort(x, y, len(cls)), config.train, workers=config.workers) as runner:
         sel_res = runner.run(sel_jobs, on_progress=tick)
         chosen, fin_jobs = _final_jobs(plan, sel_res, config, folds, labs)
         fin_res = runner.run(fin_jobs, on_progress=tick)
@@ -310,8 +327,8 @@ def run_interlab(
     if config.refit:
         test_res = fin_res
     else:
-        test_res = [r for r in sel_res if r.job.hyper == chosen[(r.job.spec.key, *r.job.tag[:4])]]
-    arms = assemble_arms(specs, plan, test_res, chosen, config, x.shape[1])
+        test_res = [r for r in sel_res if r.job.hyper == chosen[(r.job.spec.key, _fold_of(r))]]
+    arms = assemble_arms(plan, test_res, chosen, config)
     records = make_records(arms, y, patients, labs, cls, mask, config)
     return ExperimentResult(
         records=tuple(records),

@@ -8,7 +8,7 @@ import numpy as np
 
 from doublebackprop.msi.experiment.config import ProtocolConfig
 from doublebackprop.msi.experiment.interpret import RelevanceSummary
-from doublebackprop.msi.experiment.jobs import JobResult, ModelSpec
+from doublebackprop.msi.experiment.jobs import ArmKey, FoldKey, FoldPlan, JobResult, ModelSpec
 from doublebackprop.msi.experiment.metrics import score_predictions
 
 __all__ = ["Arm", "assemble_arms", "make_records"]
@@ -24,7 +24,7 @@ class Arm:
     target: str
     index: np.ndarray  # (n,) rows of the cohort
     pred: np.ndarray  # (S, n) predicted class per seed
-    chosen: tuple  # chosen hyper-parameter per outer fold
+    chosen: tuple[float, ...]  # chosen hyper-parameter per outer fold
     relevance: RelevanceSummary | None
     seconds: float
 
@@ -33,17 +33,26 @@ class Arm:
         return f"{self.source}->{self.target}"
 
 
+def _fold(r: JobResult) -> FoldKey:
+    assert r.job.tag is not None  # every protocol job is tagged
+    return r.job.tag.fold
+
+
 def assemble_arms(
-    specs, plan, results: list[JobResult], chosen, cfg: ProtocolConfig, length: int
+    plan: list[FoldPlan],
+    results: list[JobResult],
+    chosen: dict[tuple[str, FoldKey], float],
+    cfg: ProtocolConfig,
 ) -> list[Arm]:
+    """The test predictions of every (model, arm), in plan order, seeds stacked."""
     arms = []
-    keys = []
-    for spec, protocol, src, tgt, _, _ in plan:
-        if (spec, protocol, src, tgt) not in keys:
-            keys.append((spec, protocol, src, tgt))
-    for spec, protocol, src, tgt in keys:
-        mine = [r for r in results if r.job.spec == spec and r.job.tag[:3] == (protocol, src, tgt)]
-        mine.sort(key=lambda r: (r.job.tag[3], r.job.seed))
+    keys: list[tuple[ModelSpec, ArmKey]] = []
+    for fp in plan:
+        if (fp.spec, fp.fold.arm) not in keys:
+            keys.append((fp.spec, fp.fold.arm))
+    for spec, arm in keys:
+        mine = [r for r in results if r.job.spec == spec and _fold(r).arm == arm]
+        mine.sort(key=lambda r: (_fold(r).test_fold, r.job.seed))
         index: list[np.ndarray] = []
         preds: dict[int, list[np.ndarray]] = {s: [] for s in cfg.seeds}
         rel: RelevanceSummary | None = None
@@ -59,13 +68,13 @@ def assemble_arms(
         pred = (
             np.stack([np.concatenate(preds[s]) for s in cfg.seeds]) if index else np.zeros((1, 0))
         )
-        picks = tuple(chosen[(spec.key, protocol, src, tgt, k)] for k in range(cfg.n_splits))
+        picks = tuple(chosen[(spec.key, FoldKey(arm, k))] for k in range(cfg.n_splits))
         arms.append(
             Arm(
                 spec=spec,
-                protocol=protocol,
-                source=src,
-                target=tgt,
+                protocol=arm.protocol,
+                source=arm.source,
+                target=arm.target,
                 index=idx,
                 pred=pred,
                 chosen=picks,
