@@ -56,6 +56,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``doublebackprop`` argument parser with every area's sub-commands."""
     from doublebackprop import __version__
 
     parser = argparse.ArgumentParser(
@@ -86,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code.
+
+    Library errors (which name the argument or file) are printed without a traceback, exit code 2.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -64,6 +64,7 @@ def gradient(
     *,
     output: Output = "logit",
     create_graph: bool = False,
+    engine: str = "autograd",
 ) -> Tensor:
     """``∇_x`` of the target class's logit, probability or cross-entropy loss.
 
@@ -79,6 +80,9 @@ def gradient(
         ``"loss"`` is the per-sample cross-entropy ``−log p_t``.
     create_graph : bool
         Keep the graph (differentiable in the parameters).
+    engine : str, default "autograd"
+        The engine of :func:`doublebackprop.input_gradient` (all give the same gradient; a
+        converted model is fastest with ``"adjoint"``).
 
     Returns
     -------
@@ -99,14 +103,23 @@ def gradient(
         )
     t = resolve_target(model, x, target, where)
     net = model if output == "logit" else _Head(model, output)
-    return input_gradient(net, x, target=t, create_graph=create_graph, engine="autograd")
+    return input_gradient(net, x, target=t, create_graph=create_graph, engine=engine)
 
 
 def gradient_x_input(
-    model: nn.Module, x: Tensor, target: Target = None, *, create_graph: bool = False
+    model: nn.Module,
+    x: Tensor,
+    target: Target = None,
+    *,
+    create_graph: bool = False,
+    engine: str = "autograd",
 ) -> Tensor:
-    """``x ⊙ ∇_x z_t`` (Shrikumar et al.; equals LRP-0 on ReLU networks). Shape of ``x``."""
-    return x * gradient(model, x, target, create_graph=create_graph)
+    """``x ⊙ ∇_x z_t`` (Shrikumar et al.; equals LRP-0 on ReLU networks). Shape of ``x``.
+
+    The relevance that Deep Relevance Regularization penalises; ``create_graph`` and ``engine``
+    as in :func:`gradient`.
+    """
+    return x * gradient(model, x, target, create_graph=create_graph, engine=engine)
 
 
 def integrated_gradients(

@@ -157,6 +157,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------------------------- commands
 def run_interlab_command(args: argparse.Namespace) -> int:
+    """``doublebackprop msi interlab``: the experiment on the given annotation CSV."""
     from doublebackprop.msi.experiment.runner import run_experiment
 
     return run_experiment(args, simulate_seed=None)

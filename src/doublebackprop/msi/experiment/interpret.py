@@ -41,6 +41,18 @@ def model_relevance(
 ) -> np.ndarray:
     """``r = x ⊙ ∇_x z_y`` for every spot (eval mode), shape ``(N, L)``.
 
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Returns logits ``(N, K)``; evaluated in eval mode (its flags are restored).
+    x : ndarray or Tensor
+        Spectra ``(N, L)``.
+    y : ndarray or Tensor
+        Class indices ``(N,)``: the logit whose gradient is taken (DRR's true class).
+    batch_size : int, default 256
+    engine : str, default "adjoint"
+        The engine of :func:`doublebackprop.input_gradient`.
+
     Examples
     --------
     >>> from doublebackprop.msi.models import IsotopeNet
@@ -48,8 +60,8 @@ def model_relevance(
     >>> r.shape
     (3, 60)
     """
+    from doublebackprop.attribution import gradient_x_input
     from doublebackprop.common.training import eval_mode
-    from doublebackprop.engine.objective import input_gradient
 
     param = next(model.parameters())
     xt = torch.as_tensor(np.asarray(x), dtype=param.dtype)
@@ -61,8 +73,8 @@ def model_relevance(
     with eval_mode(model):
         for i in range(0, len(xt), batch_size):
             xb = xt[i : i + batch_size].to(device)
-            g = input_gradient(model, xb, target=yt[i : i + batch_size].to(device), engine=engine)
-            out.append((xb * g).cpu().numpy())
+            yb = yt[i : i + batch_size].to(device)
+            out.append(gradient_x_input(model, xb, yb, engine=engine).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, xt.shape[1]), np.float32)
 
 
@@ -128,6 +140,7 @@ class RelevanceSummary:
 
     @classmethod
     def from_relevance(cls, r: np.ndarray, y: np.ndarray, num_classes: int) -> RelevanceSummary:
+        """Summarise relevance ``r`` ``(N, L)`` of spots with true classes ``y`` ``(N,)``."""
         r = np.asarray(r, dtype=np.float64)
         y = np.asarray(y)
         sum_r = np.zeros((num_classes, r.shape[1]))
@@ -143,6 +156,7 @@ class RelevanceSummary:
         )
 
     def merge(self, other: RelevanceSummary) -> RelevanceSummary:
+        """The summary of both spot sets."""
         return RelevanceSummary(
             sum_r=self.sum_r + other.sum_r,
             sum_abs=self.sum_abs + other.sum_abs,
@@ -184,6 +198,15 @@ def prediction_images(
     core: np.ndarray, x: np.ndarray, y: np.ndarray, truth: np.ndarray, pred: np.ndarray
 ) -> list[CoreImage]:
     """Per core, the true class and the predicted class of every spot as small images.
+
+    Parameters
+    ----------
+    core : ndarray
+        Core (or file) name of every spot.
+    x, y : ndarray
+        Pixel coordinates.
+    truth, pred : ndarray
+        True and predicted class indices.
 
     Shapes
     ------

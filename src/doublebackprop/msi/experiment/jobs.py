@@ -166,6 +166,7 @@ class Job:
     relevance: bool = False
 
     def cost(self, cfg: TrainConfig) -> float:
+        """Relative work of the job (spectra × epochs × model cost), for progress and scheduling."""
         if self.spec.build is None:
             return float(len(self.train))
         return float(
@@ -380,7 +381,20 @@ def run_jobs(
     workers: int = 1,
     on_progress: Callable[[Job, float], None] | None = None,
 ) -> list[JobResult]:
-    """One batch of jobs (see :class:`JobRunner`)."""
+    """One batch of jobs (see :class:`JobRunner`).
+
+    Parameters
+    ----------
+    jobs : sequence of Job
+    cohort : Cohort
+        The spectra and labels every job reads.
+    cfg : TrainConfig
+        Training settings (each job sets λ and its seed).
+    workers : int, default 1
+        Processes; 1 runs in this process.
+    on_progress : callable or None
+        ``on_progress(job, fraction)``, see :meth:`JobRunner.run`.
+    """
     with JobRunner(cohort, cfg, workers=workers) as runner:
         return runner.run(jobs, on_progress)
 

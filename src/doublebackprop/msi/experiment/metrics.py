@@ -24,6 +24,15 @@ def balanced_accuracy(
 ) -> float:
     """Mean per-class recall over the classes present in ``y_true`` (``weight``: sample counts).
 
+    Parameters
+    ----------
+    y_true, y_pred : ndarray
+        Class indices ``(N,)``.
+    num_classes : int or None
+        Number of classes (default: inferred from both arrays).
+    weight : ndarray or None
+        ``(N,)`` non-negative sample counts (e.g. spots behind a patient vote).
+
     Examples
     --------
     >>> balanced_accuracy(np.array([0, 0, 0, 1]), np.array([0, 0, 1, 1]))
@@ -46,7 +55,16 @@ def balanced_accuracy(
 def patient_vote(
     y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, num_classes: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Majority vote per group: ``(group_ids, true_label, voted_label)`` (ties → lowest class)."""
+    """Majority vote per group: ``(group_ids, true_label, voted_label)`` (ties → lowest class).
+
+    Parameters
+    ----------
+    y_true, y_pred : ndarray
+        Class indices ``(N,)`` per spot.
+    groups : ndarray
+        ``(N,)`` group (patient) of every spot.
+    num_classes : int
+    """
     groups = np.asarray(groups)
     uniq, inv = np.unique(groups, return_inverse=True)
     votes = np.zeros((len(uniq), num_classes))
@@ -103,6 +121,21 @@ def score_predictions(
 
     ``groups`` are the patient ids (for pooled directions, pass ``patient`` — a patient tested in
     two labs is one resampling unit and one vote per lab is made by passing ``patient@lab``).
+
+    Parameters
+    ----------
+    y_true : ndarray
+        ``(N,)`` class indices.
+    y_pred : ndarray
+        ``(N,)`` or ``(S, N)`` predicted class indices.
+    groups : ndarray
+        ``(N,)`` patient ids (the bootstrap's resampling unit and the voters).
+    num_classes : int
+    n_bootstrap : int, default 1000
+        Bootstrap resamples of patients for the confidence intervals (0: none).
+    seed : int, default 0
+    level : float, default 0.95
+        Confidence level of the intervals.
 
     Examples
     --------

@@ -72,6 +72,13 @@ def validate_cohort(
 
     Raises :class:`ValueError` naming what is missing: no lab or patient information, fewer or
     more than two labs, a single class, a lab without spots of a class, too few patients.
+
+    Parameters
+    ----------
+    labels, patients, labs : ndarray
+        ``(N,)`` class name, patient id and lab of every spot.
+    n_splits : int
+        Patient-grouped folds the protocol will make.
     """
     labels, patients, labs = (np.asarray(a).astype(str) for a in (labels, patients, labs))
     if len(labels) == 0:

@@ -249,7 +249,20 @@ def write_plots(
     ys: np.ndarray | None = None,
     y_true: np.ndarray | None = None,
 ) -> list[Path]:
-    """``accuracy.png``, ``relevance.png`` and (with pixel data) ``ion_images.png``."""
+    """``accuracy.png``, ``relevance.png`` and (with pixel data) ``ion_images.png``.
+
+    Parameters
+    ----------
+    result : ExperimentResult
+    out_dir : str or Path
+    core : ndarray or None
+        ``(N,)`` core (or file) of every spot; with ``xs``, ``ys`` and ``y_true`` the per-core maps
+        are drawn.
+    xs, ys : ndarray or None
+        ``(N,)`` pixel coordinates.
+    y_true : ndarray or None
+        ``(N,)`` true class indices.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [
@@ -274,7 +287,18 @@ def write_report(
     title: str = "Inter-lab tumour typing",
     notes: Sequence[str] = (),
 ) -> Path:
-    """``report.html``: the table, the plots (embedded) and the settings."""
+    """``report.html``: the table, the plots (embedded) and the settings.
+
+    Parameters
+    ----------
+    result : ExperimentResult
+    out_dir : str or Path
+    plots : sequence of Path
+        PNG files to embed (from :func:`write_plots`).
+    title : str
+    notes : sequence of str
+        Paragraphs shown under the title (run time, settings).
+    """
     out = Path(out_dir)
     rows = []
     for r in result.records:

@@ -139,7 +139,20 @@ def _record(
 
 
 def make_records(arms: list[Arm], y, patients, labs, classes, mask, cfg) -> list[dict]:
-    """Per model: its directions, then pooled; inter-lab before intra-lab."""
+    """Per model: its directions, then pooled; inter-lab before intra-lab.
+
+    Parameters
+    ----------
+    arms : list of Arm
+    y : ndarray
+        ``(N,)`` class indices of the cohort.
+    patients, labs : ndarray
+        ``(N,)`` patient ids and labs.
+    classes : sequence of str
+    mask : ndarray or None
+        ``(L,)`` bins within the biomarker tolerance (for ``relevance_on_biomarkers``).
+    cfg : ProtocolConfig
+    """
     out = []
     groups: dict[tuple, list[Arm]] = {}
     for a in arms:

@@ -17,6 +17,8 @@ from doublebackprop.msi.experiment.settings import model_specs, settings_from_ar
 
 
 def read_biomarkers(path: Path) -> np.ndarray:
+    """All peak m/z of a biomarker CSV: its ``mz`` column, or the ``;``-separated ``isotope_mz``
+    instead where given, plus ``adduct_mz``."""
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     if not rows or "mz" not in rows[0]:

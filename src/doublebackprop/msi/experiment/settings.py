@@ -58,6 +58,9 @@ FIEDLER: dict[str, Any] = dict(
 
 
 def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The preset (quick, ``--full`` or ``--fiedler``) with the explicit options applied on top.
+
+    Raises ``ValueError`` naming the option for values that cannot work, before any work starts."""
     base: dict[str, Any] = dict(FULL if args.full else QUICK)
     if getattr(args, "fiedler", False):
         base.update(FIEDLER)
@@ -99,6 +102,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def model_specs(keys: tuple[str, ...], s: dict) -> list:
+    """The :class:`ModelSpec` of every model key (``"isotopenet+drr"`` …) under settings ``s``."""
     from doublebackprop.msi.experiment.jobs import ModelSpec
     from doublebackprop.msi.models import IsotopeNet, ResNet1d
 

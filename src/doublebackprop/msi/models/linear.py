@@ -54,6 +54,7 @@ class LinearFit:
         return s
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predicted class indices ``(N,)`` of spectra ``x`` ``(N, L)``."""
         return self.decision_function(x).argmax(1)
 
     def coefficients(self, length: int) -> np.ndarray:

@@ -228,6 +228,21 @@ class ResNet1d(nn.Module):
     ``min_length``, one last block of ``final_width`` channels, ReLU, global average pooling and a
     dense layer (the layout of the authors' ``NNResidualArchitecture``).
 
+    Parameters
+    ----------
+    input_length : int
+    num_classes : int
+    base_width, max_width, final_width : int
+        Channels of the first blocks, the cap while doubling, and of the last block.
+    kernel_size, stride : int
+        Of every block's strided convolution.
+    min_length : int
+        Stop adding blocks once the length is at most this.
+    dropout : float
+        Before the dense layer.
+    batch_norm : {"channel", "scalar"}
+        Per-channel BatchNorm, or the Keras port's one-scalar normalisation.
+
     Shapes
     ------
     ``(N, L)`` or ``(N, 1, L)`` → logits ``(N, num_classes)``.

@@ -138,6 +138,17 @@ def digest(
     Base abundance = protein prior × a log-normal ionisation factor (sd 0.8) × 2.5 for
     C-terminal arginine (the MALDI "arginine effect") × 0.3 per missed cleavage. Peptides with
     the same sequence from several proteins are merged. Deterministic given ``rng``.
+
+    Parameters
+    ----------
+    proteome : list of (accession, sequence, prior abundance)
+    mz_min, mz_max : float
+        The m/z window of the [M+H]+ ions.
+    missed_cleavages : int, default 1
+    min_length : int, default 5
+    rng : numpy.random.Generator
+    n_isotopes : int, default 6
+        Isotope peaks per envelope.
     """
     from pyteomics import mass, parser
 
