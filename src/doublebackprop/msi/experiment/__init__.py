@@ -3,8 +3,8 @@ interpretation and the report. Data flows one way: ``config`` → ``jobs`` → `
 ``protocol`` → ``report``; ``metrics`` and ``interpret`` are used along the way."""
 
 from doublebackprop.msi.experiment.config import PAPER_LAMBDAS, ProtocolConfig
-from doublebackprop.msi.experiment.jobs import ModelSpec
 from doublebackprop.msi.experiment.metrics import Score, balanced_accuracy, score_predictions
+from doublebackprop.msi.experiment.plan import ModelSpec
 from doublebackprop.msi.experiment.protocol import ExperimentResult, run_interlab
 from doublebackprop.msi.experiment.results import Arm
 

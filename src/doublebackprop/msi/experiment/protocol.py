@@ -26,14 +26,14 @@ import numpy as np
 
 from doublebackprop.msi.experiment.config import PAPER_LAMBDAS, ProtocolConfig
 from doublebackprop.msi.experiment.interpret import biomarker_mask
-from doublebackprop.msi.experiment.jobs import (
+from doublebackprop.msi.experiment.jobs import JobRunner
+from doublebackprop.msi.experiment.plan import (
     ArmKey,
     Cohort,
     FoldKey,
     FoldPlan,
     Job,
     JobResult,
-    JobRunner,
     JobTag,
     ModelSpec,
 )

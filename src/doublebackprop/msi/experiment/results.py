@@ -8,8 +8,8 @@ import numpy as np
 
 from doublebackprop.msi.experiment.config import ProtocolConfig
 from doublebackprop.msi.experiment.interpret import RelevanceSummary
-from doublebackprop.msi.experiment.jobs import ArmKey, FoldKey, FoldPlan, JobResult, ModelSpec
 from doublebackprop.msi.experiment.metrics import score_predictions
+from doublebackprop.msi.experiment.plan import ArmKey, FoldKey, FoldPlan, JobResult, ModelSpec
 
 __all__ = ["Arm", "assemble_arms", "make_records"]
 

@@ -103,7 +103,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def model_specs(keys: tuple[str, ...], s: dict) -> list:
     """The :class:`ModelSpec` of every model key (``"isotopenet+drr"`` …) under settings ``s``."""
-    from doublebackprop.msi.experiment.jobs import ModelSpec
+    from doublebackprop.msi.experiment.plan import ModelSpec
     from doublebackprop.msi.models import IsotopeNet, ResNet1d
 
     base_w, max_w, final_w = s["resnet_width"]
