@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 import doublebackprop as dbp
-from doublebackprop.msi.models import IsotopeNet
 from doublebackprop.tools import zoo
 
 
@@ -51,8 +50,8 @@ def families() -> dict[str, tuple[nn.Module, tuple[int, ...], int]]:
         ),
         "cnn2d": (zoo.cnn2d(1, 8, 3, widths=(4, 6)), (5, 1, 8, 8), 3),
         "resnet_bn": (ResidualBN(), (6, 1, 8, 8), 3),
-        "isotopenet": (IsotopeNet(60, 2), (7, 1, 60), 2),
-        "isotopenet_scalar_bn": (IsotopeNet(60, 2, batch_norm="scalar"), (7, 1, 60), 2),
+        "isotopenet": (zoo.isotopenet(60, 2), (7, 1, 60), 2),
+        "isotopenet_scalar_bn": (zoo.isotopenet(60, 2, batch_norm="scalar"), (7, 1, 60), 2),
         "smooth": (
             nn.Sequential(
                 nn.Conv1d(1, 3, 3, padding=1),

@@ -68,7 +68,7 @@ def default_cases(device: str, quick: bool = False) -> list[BenchCase]:
             BenchCase("CNN-2D small", lambda: zoo.cnn2d(3, 32, 10), (256, 3, 32, 32), 10, True),
             BenchCase("ResNet-18-like", lambda: zoo.resnet18_like(), (256, 3, 32, 32), 10, False),
             BenchCase("CNN-1D 16384", lambda: zoo.spectra_cnn1d(), (256, 1, 16384), 2, True),
-            BenchCase("IsotopeNet 20000", lambda: _isotopenet(20000), (150, 1, 20000), 2, False),
+            BenchCase("IsotopeNet 20000", lambda: zoo.isotopenet(20000), (150, 1, 20000), 2, False),
         ]
     scale = 2 if quick else 1
     return [
@@ -84,14 +84,8 @@ def default_cases(device: str, quick: bool = False) -> list[BenchCase]:
             False,
         ),
         BenchCase("CNN-1D 4096", lambda: zoo.spectra_cnn1d(), (64 // scale, 1, 4096), 2, True),
-        BenchCase("IsotopeNet 8192", lambda: _isotopenet(8192), (64 // scale, 1, 8192), 2, False),
+        BenchCase("IsotopeNet 8192", lambda: zoo.isotopenet(8192), (64 // scale, 1, 8192), 2, False),
     ]
-
-
-def _isotopenet(length: int) -> nn.Module:
-    from doublebackprop.msi.models import IsotopeNet
-
-    return IsotopeNet(length, 2)
 
 
 def _penalties() -> dict[str, Penalty]:

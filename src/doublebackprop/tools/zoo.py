@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["mlp", "cnn2d", "resnet18_like", "spectra_cnn1d", "BasicBlock"]
+__all__ = ["mlp", "cnn2d", "resnet18_like", "spectra_cnn1d", "isotopenet", "BasicBlock"]
 
 
 def mlp(
@@ -94,3 +94,12 @@ def spectra_cnn1d(
         c = cout
     layers += [nn.AdaptiveAvgPool1d(16), nn.Flatten(), nn.Linear(c * 16, classes)]
     return nn.Sequential(*layers)
+
+
+def isotopenet(length: int, classes: int = 2, **kwargs: object) -> nn.Module:
+    """The MSI application's IsotopeNet (:class:`doublebackprop.msi.models.IsotopeNet`), the
+    spectra network the engine is benchmarked and tested on. ``tools`` is the top layer, so the
+    engine's reference nets may reach the application here and nowhere lower."""
+    from doublebackprop.msi.models import IsotopeNet
+
+    return IsotopeNet(length, classes, **kwargs)  # type: ignore[arg-type]

@@ -1,5 +1,5 @@
 """The inter-lab tumour-typing experiment: protocol, training jobs, metrics, relevance
-interpretation and the report. Data flows one way: ``config`` → ``jobs`` → ``results`` →
+interpretation and the report. Data flows one way: ``config`` → ``plan`` → ``jobs`` → ``results`` →
 ``protocol`` → ``report``; ``metrics`` and ``interpret`` are used along the way."""
 
 from doublebackprop.msi.experiment.config import PAPER_LAMBDAS, ProtocolConfig
