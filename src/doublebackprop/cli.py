@@ -18,7 +18,11 @@ from typing import Any
 # Modules that register their commands on the given sub-parser set.
 _TOP_LEVEL = ("doublebackprop.tools.cli", "doublebackprop.vision.cli")
 _DEMO = "doublebackprop.msi.experiment.cli"
-_MSI = ("doublebackprop.msi.cli", "doublebackprop.msi.experiment.cli")
+_MSI = (
+    "doublebackprop.msi.cli",
+    "doublebackprop.msi.experiment.cli",
+    "doublebackprop.msi.diagnosis.cli",
+)
 
 
 def _register_all(subparsers: argparse._SubParsersAction, modules: Sequence[str]) -> None:

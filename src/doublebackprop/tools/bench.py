@@ -84,7 +84,9 @@ def default_cases(device: str, quick: bool = False) -> list[BenchCase]:
             False,
         ),
         BenchCase("CNN-1D 4096", lambda: zoo.spectra_cnn1d(), (64 // scale, 1, 4096), 2, True),
-        BenchCase("IsotopeNet 8192", lambda: zoo.isotopenet(8192), (64 // scale, 1, 8192), 2, False),
+        BenchCase(
+            "IsotopeNet 8192", lambda: zoo.isotopenet(8192), (64 // scale, 1, 8192), 2, False
+        ),
     ]
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from doublebackprop.msi.data.biomarkers import read_biomarkers
 from doublebackprop.msi.experiment import cli as experiment_cli
-from doublebackprop.msi.experiment import runner, settings
+from doublebackprop.msi.experiment import settings
 from doublebackprop.msi.simulate.cohort import SimulationConfig, simulate_cohort
 
 FAST = [
@@ -170,7 +171,7 @@ def test_bad_input_fails_before_training(cohort, tmp_path, capsys, monkeypatch, 
 def test_biomarker_csv_peaks_and_per_model_epochs(tmp_path):
     path = tmp_path / "bm.csv"
     path.write_text("mz,isotope_mz,adduct_mz\n1000.5,1000.5;1001.5,1022.48\n1200.0,,\n")
-    assert runner.read_biomarkers(path).tolist() == [1000.5, 1001.5, 1022.48, 1200.0]
+    assert read_biomarkers(path).tolist() == [1000.5, 1001.5, 1022.48, 1200.0]
     parser = argparse.ArgumentParser()
     experiment_cli.add_demo_arguments(parser)
     quick = settings.settings_from_args(parser.parse_args(["--out", "x"]))

@@ -4,7 +4,6 @@ protocol with a progress bar, write tables, plots, the report and the settings."
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -13,23 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from doublebackprop.msi.data.biomarkers import read_biomarkers
 from doublebackprop.msi.experiment.settings import model_specs, settings_from_args
-
-
-def read_biomarkers(path: Path) -> np.ndarray:
-    """All peak m/z of a biomarker CSV: its ``mz`` column, or the ``;``-separated ``isotope_mz``
-    instead where given, plus ``adduct_mz``."""
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows or "mz" not in rows[0]:
-        raise ValueError(f"{path}: a biomarker CSV needs an 'mz' column")
-    peaks = []
-    for r in rows:
-        iso = (r.get("isotope_mz") or "").strip()
-        peaks += [float(v) for v in iso.split(";")] if iso else [float(r["mz"])]
-        adducts = (r.get("adduct_mz") or "").strip()
-        peaks += [float(v) for v in adducts.split(";")] if adducts else []
-    return np.asarray(peaks)
 
 
 def _load(annotations: Path, mz_range: tuple[float, float], bin_width: float | None):
