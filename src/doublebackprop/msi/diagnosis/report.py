@@ -70,9 +70,10 @@ def _rgb(class_map: np.ndarray, k: int) -> np.ndarray:
 def slide_figures(
     result: SlideResult, out_dir: Path, stem: str, *, truth_map: np.ndarray | None = None
 ) -> list[Path]:
-    """``<stem>_classes.png`` (predicted map, low-confidence pixels hatched, the annotation
+    """``<stem>_classes.png`` (predicted map, low-confidence pixels crossed, the annotation
     beside it when given) and ``<stem>_ions.png`` (ion images of the top m/z)."""
     plt = pyplot()
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     k = len(result.classes)
@@ -80,9 +81,10 @@ def slide_figures(
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels + 1.5, 4.2), squeeze=False)
     ax = axes[0, 0]
     ax.imshow(_rgb(result.class_map, k), interpolation="nearest")
-    low = np.where(result.confidence_map < LOW_CONFIDENCE, 1.0, np.nan)
-    if np.isfinite(low).any():
-        ax.contourf(low, levels=[0.5, 1.5], colors="none", hatches=["xxx"])
+    rows, cols = np.nonzero(result.confidence_map < LOW_CONFIDENCE)
+    if len(rows):  # a cross on every low-confidence pixel, scaled to the map
+        size = max(4.0, 2000.0 / max(result.class_map.shape))
+        ax.scatter(cols, rows, marker="x", s=size, linewidths=0.8, color="black")
     ax.set_title("predicted class")
     if truth_map is not None:
         axes[0, 1].imshow(_rgb(truth_map, k), interpolation="nearest")
@@ -92,7 +94,7 @@ def slide_figures(
         a.set_yticks([])
     handles = [Patch(color=c, label=n) for c, n in zip(_class_colors(k), result.classes)]
     handles.append(
-        Patch(facecolor="white", edgecolor="black", hatch="xxx", label=f"p < {LOW_CONFIDENCE:g}")
+        Line2D([], [], marker="x", color="black", ls="", label=f"p < {LOW_CONFIDENCE:g}")
     )
     fig.legend(handles=handles, loc="center right", fontsize=8)
     fig.suptitle(result.path.name)
@@ -167,7 +169,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} th{{background:#
 </head><body>
 <h1>{e(result.path.name)}</h1>
 <p>{len(result.predicted)} spectra typed. {100 * result.low_confidence:.1f} % have a calibrated
-probability below {LOW_CONFIDENCE:g} for their predicted class (hatched on the map).</p>
+probability below {LOW_CONFIDENCE:g} for their predicted class (crossed on the map).</p>
 {_img(figures[0])}
 <h2>Class proportions</h2><table><tr><th>class</th><th>share of spectra</th></tr>{props}</table>
 <h2>Most relevant m/z</h2>

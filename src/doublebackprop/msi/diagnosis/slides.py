@@ -166,11 +166,16 @@ def type_slide(
         probabilities = np.concatenate(probs) if probs else np.zeros((0, len(typer.classes)))
         share_bin = rel_sum / rel_sum.sum() if rel_sum.sum() > 0 else rel_sum
         order = np.argsort(-share_bin, kind="stable")[: max(0, min(top_k, len(mz)))]
+        blocks = [np.load(p, mmap_mode="r") for p in parts]
         columns = (
-            np.concatenate([np.load(p, mmap_mode="r")[:, order] for p in parts])
-            if parts
+            np.concatenate([blk[:, order] for blk in blocks])
+            if blocks
             else np.zeros((0, len(order)))
         )
+        if features_dir is not None:
+            features_dir.mkdir(parents=True, exist_ok=True)
+            full = np.concatenate(blocks) if blocks else np.zeros((0, len(mz)), np.float32)
+            np.save(features_dir / f"{path.stem}.npy", full)
     cmap, conf_map, origin = _maps(coordinates, predicted, probabilities)
     tops = []
     for c, b in enumerate(order):
