@@ -104,9 +104,11 @@ def slide_figures(
     plt.close(fig)
     if result.top_mz:
         n = len(result.top_mz)
-        cols = min(n, 3)
-        rows = int(np.ceil(n / cols))
-        fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False)
+        n_cols = min(n, 3)
+        n_rows = int(np.ceil(n / n_cols))
+        fig, axes = plt.subplots(
+            n_rows, n_cols, figsize=(3.6 * n_cols, 3.2 * n_rows), squeeze=False
+        )
         for a in axes.ravel():
             a.axis("off")
         for a, t in zip(axes.ravel(), result.top_mz):
