@@ -17,7 +17,7 @@ from typing import Any
 
 # Modules that register their commands on the given sub-parser set.
 _TOP_LEVEL = ("doublebackprop.tools.cli", "doublebackprop.vision.cli")
-_DEMO = "doublebackprop.msi.experiment.cli"
+_DEMO = "doublebackprop.msi.demo"
 _MSI = (
     "doublebackprop.msi.cli",
     "doublebackprop.msi.experiment.cli",
@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="the main job: the inter-lab tumour-typing experiment on a simulated cohort",
         description="Simulate a two-lab MALDI imaging cohort (or load --annotations or "
-        "--fiedler) and run the inter-lab experiment: IsotopeNet ± DRR, ResNet-1D, linear.",
+        "--fiedler), run the inter-lab experiment (IsotopeNet ± DRR, linear; ResNet-1D with "
+        "--full), then train a calibrated typer on the first lab and type the second lab's "
+        "slides.",
     )
     demo.add_demo_arguments(p)
     p.set_defaults(func=demo.run_demo)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from doublebackprop.msi.data.biomarkers import read_biomarkers
+from doublebackprop.msi import demo
 from doublebackprop.msi.experiment import cli as experiment_cli
 from doublebackprop.msi.experiment import settings
 from doublebackprop.msi.simulate.cohort import SimulationConfig, simulate_cohort
@@ -102,15 +103,20 @@ def test_demo_entry_point_simulates_and_seed_changes_cohort(tmp_path, monkeypatc
 
     monkeypatch.setattr(sim, "SimulationConfig", lambda seed: tiny_config(seed))
     parser = argparse.ArgumentParser()
-    experiment_cli.add_demo_arguments(parser)
+    demo.add_demo_arguments(parser)
     outs = []
     for seed in (0, 1):
         out = tmp_path / f"demo{seed}"
         args = parser.parse_args(
             ["--out", str(out), "--seed", str(seed), "--models", "linear", *FAST]
         )
-        assert experiment_cli.run_demo(args) == 0
+        assert demo.run_demo(args) == 0
         assert (out / "report.html").exists()
+        # the typer trained on lab A typed lab B's slides, scored against their annotations
+        assert (out / "model" / "bundle.json").is_file()
+        typed = json.loads((out / "typing" / "summary.json").read_text())
+        assert typed["score"]["n_spots"] > 0 and len(typed["slides"]) >= 1
+        assert "Slide typing" in (out / "report.html").read_text()
         recs = json.loads((out / "results.json").read_text())
         assert any(r["direction"] == "pooled" and "relevance_on_biomarkers" in r for r in recs)
         outs.append((out / "cohort" / "biomarkers.csv").read_text())

@@ -1,4 +1,5 @@
-"""CLI of the tumour-typing experiment: ``doublebackprop msi interlab`` and ``doublebackprop demo``.
+"""CLI of the tumour-typing experiment: ``doublebackprop msi interlab`` and the experiment's
+arguments of ``doublebackprop demo`` (:mod:`doublebackprop.msi.demo`).
 
 The name → model registry lives here (the CLI edge); the library takes :class:`ModelSpec`
 objects. Progress is a tqdm bar on stderr, counted in spectrum-epochs; the result table goes to
@@ -36,8 +37,9 @@ def _add_experiment_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--models",
         type=_keys,
-        default=MODEL_KEYS,
-        help=f"comma-separated subset of {','.join(MODEL_KEYS)}",
+        default=None,
+        help=f"comma-separated subset of {','.join(MODEL_KEYS)} (default: quick "
+        "isotopenet,isotopenet+drr,linear; --full all)",
     )
     p.add_argument(
         "--mz-range",
@@ -161,12 +163,3 @@ def run_interlab_command(args: argparse.Namespace) -> int:
     from doublebackprop.msi.experiment.runner import run_experiment
 
     return run_experiment(args, simulate_seed=None)
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    """``doublebackprop demo``: simulate (or load) a cohort and run the inter-lab experiment."""
-    own_data = getattr(args, "annotations", None) or getattr(args, "fiedler", False)
-    seed = None if own_data else int(getattr(args, "seed", 0))
-    from doublebackprop.msi.experiment.runner import run_experiment
-
-    return run_experiment(args, simulate_seed=seed)

@@ -8,7 +8,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,9 +34,16 @@ def _load(annotations: Path, mz_range: tuple[float, float], bin_width: float | N
     return table_from_plan(plan)
 
 
-def run_experiment(args: argparse.Namespace, *, simulate_seed: int | None) -> int:
+#: ``after(annotations, table, settings, out) -> (figures, notes)``: more work on the same data,
+#: run after the experiment and shown in its report (the demo types the second lab's slides)
+AfterHook = Callable[[Path, Any, dict[str, Any], Path], tuple[list[Path], list[str]]]
+
+
+def run_experiment(
+    args: argparse.Namespace, *, simulate_seed: int | None, after: AfterHook | None = None
+) -> int:
     """Run the inter-lab experiment as the parsed options say; a simulated cohort when
-    ``simulate_seed`` is given. Returns the exit code."""
+    ``simulate_seed`` is given; then ``after`` (see :data:`AfterHook`). Returns the exit code."""
     from doublebackprop.msi.experiment.protocol import ProtocolConfig, run_interlab
     from doublebackprop.msi.experiment.report import (
         format_table,
@@ -50,7 +59,7 @@ def run_experiment(args: argparse.Namespace, *, simulate_seed: int | None) -> in
         epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"], engine=args.engine
     )
     workers = args.workers or min(os.cpu_count() or 1, 4)
-    specs = model_specs(tuple(args.models), s)
+    specs = model_specs(tuple(s["models"]), s)
     fiedler = getattr(args, "fiedler", False)
     config = ProtocolConfig(
         n_splits=1 if fiedler else args.folds,
@@ -130,6 +139,10 @@ def run_experiment(args: argparse.Namespace, *, simulate_seed: int | None) -> in
         ys=table.y,
         y_true=table.label_index(),
     )
+    more_notes: list[str] = []
+    if after is not None:
+        figures, more_notes = after(Path(annotations), table, s, out)
+        plots = [*plots, *figures]
     seconds = time.perf_counter() - t_start
     notes = [
         f"Total run time {seconds / 60:.1f} min, {workers} worker process(es). "
@@ -139,7 +152,7 @@ def run_experiment(args: argparse.Namespace, *, simulate_seed: int | None) -> in
             else "Quick demo settings; --full runs the paper's 400 epochs and λ grid."
         )
     ]
-    write_report(result, out, plots, notes=notes)
+    write_report(result, out, plots, notes=[*notes, *more_notes])
     (out / "settings.json").write_text(
         json.dumps(
             {

@@ -12,6 +12,9 @@ MODEL_KEYS = ("isotopenet", "isotopenet+drr", "resnet1d", "resnet1d+drr", "linea
 
 #: the quick settings of ``doublebackprop demo`` (≤ 10 min on 2 CPU cores) and ``--full``
 QUICK: dict[str, Any] = dict(
+    # the ResNet-1D comparison arm (a third of the quick run's time, below chance across labs)
+    # runs with --full, or when --models names it
+    models=("isotopenet", "isotopenet+drr", "linear"),
     epochs=15,
     resnet_epochs=6,  # the ResNet costs ~2× IsotopeNet per epoch; it is the comparison arm
     batch_size=32,
@@ -29,6 +32,7 @@ QUICK: dict[str, Any] = dict(
     intralab=("isotopenet",),
 )
 FULL: dict[str, Any] = dict(
+    models=MODEL_KEYS,
     epochs=400,
     resnet_epochs=None,
     batch_size=150,
@@ -65,6 +69,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "fiedler", False):
         base.update(FIEDLER)
     for key, value in (
+        ("models", args.models),
         ("epochs", args.epochs),
         ("batch_size", args.batch_size),
         ("lr", args.lr),
