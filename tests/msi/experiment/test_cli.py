@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from doublebackprop.msi.data.biomarkers import read_biomarkers
 from doublebackprop.msi import demo
+from doublebackprop.msi.data.biomarkers import read_biomarkers
 from doublebackprop.msi.experiment import cli as experiment_cli
 from doublebackprop.msi.experiment import settings
 from doublebackprop.msi.simulate.cohort import SimulationConfig, simulate_cohort

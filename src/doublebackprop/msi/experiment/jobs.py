@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from doublebackprop.msi.experiment.cache import JobCache
 from doublebackprop.msi.experiment.interpret import (
     RelevanceSummary,
     linear_relevance,
@@ -108,11 +109,20 @@ class JobRunner:
     """Runs batches of jobs in-process or in one pool of ``workers`` spawned processes.
 
     Use as a context manager so the pool (and the memory-mapped cohort) is created once for
-    all batches and removed afterwards.
+    all batches and removed afterwards. With ``cache_dir`` every finished job's outcome is kept
+    there (:class:`~.cache.JobCache`) and a rerun takes it instead of training again.
     """
 
-    def __init__(self, cohort: Cohort, cfg: TrainConfig, *, workers: int = 1) -> None:
+    def __init__(
+        self,
+        cohort: Cohort,
+        cfg: TrainConfig,
+        *,
+        workers: int = 1,
+        cache_dir: str | os.PathLike | None = None,
+    ) -> None:
         self.cohort, self.cfg, self.workers = cohort, cfg, workers
+        self.cache = None if cache_dir is None else JobCache(cache_dir, cohort, cfg)
         self._pool: ProcessPoolExecutor | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._queue: object = None
@@ -163,18 +173,28 @@ class JobRunner:
             if on_progress is not None and fraction > 0:
                 on_progress(jobs[i], fraction)
 
-        def store(i: int, outcome: JobOutcome) -> None:
+        def store(i: int, outcome: JobOutcome, *, new: bool = True) -> None:
             out[i] = JobResult(job=jobs[i], outcome=outcome)
+            if new and self.cache is not None:
+                self.cache.put(jobs[i], outcome)
             advance(i, 1.0)
 
-        if self.workers <= 1 or len(jobs) <= 1:
-            for i, job in enumerate(jobs):
+        todo = []
+        for i, job in enumerate(jobs):  # jobs a killed run finished are not trained again
+            cached = None if self.cache is None else self.cache.get(job)
+            if cached is None:
+                todo.append(i)
+            else:
+                store(i, cached, new=False)
+
+        if self.workers <= 1 or len(todo) <= 1:
+            for i in todo:
                 # ≤ 95 % per epochs: evaluation and relevance finish the job
                 report = partial(lambda i, f: advance(i, 0.95 * f), i)
-                store(i, _execute(job, self.cohort, self.cfg, report=report))
+                store(i, _execute(jobs[i], self.cohort, self.cfg, report=report))
             return out  # type: ignore[return-value]
         pool = self._get_pool()
-        order = sorted(range(len(jobs)), key=lambda i: -jobs[i].cost(self.cfg))
+        order = sorted(todo, key=lambda i: -jobs[i].cost(self.cfg))
         pending = {
             pool.submit(partial(_run_in_worker, cfg=self.cfg), i, _lean(jobs[i])): i for i in order
         }

@@ -21,6 +21,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -236,6 +237,7 @@ def run_interlab(
     biomarkers: np.ndarray | None = None,
     biomarker_tolerance: float = 0.5,
     progress: Callable[[float, float, str], None] | None = None,
+    job_cache: str | Path | None = None,
 ) -> ExperimentResult:
     """Run the protocol for every spec; returns records and per-spot predictions.
 
@@ -256,6 +258,8 @@ def run_interlab(
         ``relevance_on_biomarkers`` (fraction of |r| mass within ``±biomarker_tolerance`` Da).
     progress : callable or None
         ``progress(done, total, description)`` with work counted in spectrum-epochs.
+    job_cache : path or None
+        Keep every finished job there; a rerun (after a kill) takes them instead of training.
 
     Returns
     -------
@@ -326,7 +330,8 @@ def run_interlab(
         if progress is not None:
             progress(done[0], total, job.spec.key)
 
-    with JobRunner(Cohort(x, y, len(cls)), config.train, workers=config.workers) as runner:
+    cohort = Cohort(x, y, len(cls))
+    with JobRunner(cohort, config.train, workers=config.workers, cache_dir=job_cache) as runner:
         sel_res = runner.run(sel_jobs, on_progress=tick)
         chosen, fin_jobs = _final_jobs(plan, sel_res, config, folds, labs)
         fin_res = runner.run(fin_jobs, on_progress=tick)

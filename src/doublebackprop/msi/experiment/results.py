@@ -126,7 +126,6 @@ def _record(
         "n_patients": sc.n_patients,
         spec.hyper_name: [c for a in arms for c in a.chosen],
         "seeds": list(cfg.seeds),
-        "train_seconds": float(sum(a.seconds for a in arms)),
     }
     if spec.build is not None:
         rec["epochs"] = spec.train_config(cfg.train).epochs

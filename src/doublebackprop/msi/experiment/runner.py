@@ -124,12 +124,25 @@ def run_experiment(
             mz=table.mz,
             biomarkers=biomarkers,
             progress=progress,
+            job_cache=out / ".jobs",
         )
     finally:
         if bar is not None:
             pbar.close()
     records = list(result.records)
     write_tables(records, out)
+    # wall-clock time is not a result: kept apart so that results.json is reproducible
+    timings = [
+        {
+            "model": a.spec.name,
+            "drr": a.spec.drr,
+            "protocol": a.protocol,
+            "direction": a.direction,
+            "train_seconds": a.seconds,
+        }
+        for a in result.arms
+    ]
+    (out / "timings.json").write_text(json.dumps(timings, indent=1))
     core = table.core if table.core is not None else table.file
     plots = write_plots(
         result,
