@@ -14,13 +14,21 @@ pixels annotated twice (also through overlapping regions), pixels or files not i
 from __future__ import annotations
 
 import csv
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["AnnotationColumns", "Annotations", "locate_pixels", "read_annotations"]
+_REST = "\x00extra fields"
+__all__ = [
+    "AnnotationColumns",
+    "AnnotationWarning",
+    "Annotations",
+    "locate_pixels",
+    "read_annotations",
+]
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,7 @@ class Annotations:
     core: np.ndarray | None
     line: np.ndarray
     extra: Mapping[str, np.ndarray] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.label)
@@ -128,7 +137,8 @@ def read_annotations(
     if not path.is_file():
         raise FileNotFoundError(f"{path}: annotation file not found")
     text = path.read_text(encoding="utf-8-sig")
-    reader = csv.DictReader(text.splitlines(), delimiter=_sniff_delimiter(path, text))
+    delimiter = _sniff_delimiter(path, text)
+    reader = csv.DictReader(text.splitlines(), delimiter=delimiter, restkey=_REST)
     header = [h.strip() for h in (reader.fieldnames or [])]
     reader.fieldnames = header
     has_px = c.x in header and c.y in header
@@ -170,8 +180,17 @@ def read_annotations(
                 f"{path}: line {line}: column {key!r} must be an integer, got {v!r}"
             ) from None
 
-    for k, row in enumerate(reader):
-        line = k + 2
+    for row in reader:
+        line = reader.line_num
+        if _REST in row or None in row.values():
+            n = len(header) + len(row.get(_REST, [])) - sum(v is None for v in row.values())
+            if not any(isinstance(v, str) and v.strip() for v in row.values()):
+                continue
+            raise ValueError(
+                f"{path}: line {line}: {n} fields but the header has {len(header)}; "
+                f"a value holding the delimiter {delimiter!r} (such as 'breast, ductal') must "
+                "be quoted"
+            )
         if not any((v or "").strip() for v in row.values()):
             continue
         for key in (c.label, c.patient):
@@ -218,7 +237,36 @@ def read_annotations(
         extra={k: np.asarray(v, dtype=str) for k, v in extra.items()},
     )
     _check_patient_labels(ann)
-    return ann
+    return replace(ann, notes=_notes(ann))
+
+
+class AnnotationWarning(UserWarning):
+    """Annotations that are legal but probably not meant (recorded in :attr:`Annotations.notes`)."""
+
+
+def _notes(ann: Annotations) -> tuple[str, ...]:
+    """Labels that differ only in case or whitespace; patients annotated in two labs."""
+    notes: list[str] = []
+    by_key: dict[str, dict[str, int]] = {}
+    for lab, line in zip(ann.label.tolist(), ann.line.tolist()):
+        by_key.setdefault(" ".join(lab.split()).casefold(), {}).setdefault(lab, line)
+    for variants in by_key.values():
+        if len(variants) > 1:
+            listing = ", ".join(f"{v!r} (line {n})" for v, n in variants.items())
+            notes.append(
+                f"labels {listing} differ only in case or whitespace; they are kept as "
+                "distinct classes"
+            )
+    labs: dict[str, dict[str, int]] = {}
+    for p, lab, line in zip(ann.patient.tolist(), ann.lab.tolist(), ann.line.tolist()):
+        labs.setdefault(p, {}).setdefault(lab, line)
+    for p, where in labs.items():
+        if len(where) > 1:
+            listing = ", ".join(f"{lab!r} (line {n})" for lab, n in where.items())
+            notes.append(f"patient {p!r} appears in several labs: {listing}")
+    for n in notes:
+        warnings.warn(f"{ann.source}: {n}", AnnotationWarning, stacklevel=3)
+    return tuple(notes)
 
 
 def _check_patient_labels(ann: Annotations) -> None:
