@@ -38,6 +38,7 @@ class AnnotationColumns:
     file: str = "file"
     x: str = "x"
     y: str = "y"
+    z: str = "z"
     label: str = "label"
     patient: str = "patient"
     lab: str = "lab"
@@ -72,6 +73,7 @@ class Annotations:
     line: np.ndarray
     extra: Mapping[str, np.ndarray] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    z: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.label)
@@ -99,6 +101,7 @@ class Annotations:
             core=None if self.core is None else self.core[idx],
             line=self.line[idx],
             extra={k: v[idx] for k, v in self.extra.items()},
+            z=None if self.z is None else self.z[idx],
         )
 
 
@@ -156,6 +159,7 @@ def read_annotations(
         c.file,
         c.x,
         c.y,
+        c.z,
         c.label,
         c.patient,
         c.lab,
@@ -167,7 +171,7 @@ def read_annotations(
     }
     extra_cols = [h for h in header if h not in known]
     rows: dict[str, list] = {
-        k: [] for k in ("file", "x", "y", "region", "label", "patient", "lab", "core", "line")
+        k: [] for k in ("file", "x", "y", "z", "region", "label", "patient", "lab", "core", "line")
     }
     extra: dict[str, list[str]] = {k: [] for k in extra_cols}
 
@@ -210,6 +214,8 @@ def read_annotations(
             rows["region"].append(r)
         else:
             raise ValueError(f"{path}: line {line}: neither pixel nor region coordinates")
+        if c.z in header:
+            rows["z"].append(as_int(row, c.z, line))
         rows["file"].append((row.get(c.file) or default_file or "").strip())
         if not rows["file"][-1]:
             raise ValueError(f"{path}: line {line}: empty {c.file!r}")
@@ -235,6 +241,7 @@ def read_annotations(
         core=np.asarray(rows["core"], dtype=str) if c.core in header else None,
         line=np.asarray(rows["line"], dtype=np.int64),
         extra={k: np.asarray(v, dtype=str) for k, v in extra.items()},
+        z=np.asarray(rows["z"], dtype=np.int64) if c.z in header else None,
     )
     _check_patient_labels(ann)
     return replace(ann, notes=_notes(ann))
@@ -288,7 +295,9 @@ def locate_pixels(
     Parameters
     ----------
     ann : validated annotations.
-    coordinates : for every ``file`` entry, the (N_f, 2 or 3) pixel coordinates of that image.
+    coordinates : for every ``file`` entry, the (N_f, 2 or 3) pixel coordinates of that image
+        (z is 1 when absent). Rows with a ``z`` match that plane; rows without one match the
+        only plane holding (x, y), and are an error if several do.
 
     Returns
     -------
@@ -296,47 +305,60 @@ def locate_pixels(
     grouped by file in the order of :meth:`Annotations.files`.
     """
     keep: list[int] = []
-    xs: list[int] = []
-    ys: list[int] = []
+    found: list[tuple[int, int, int]] = []
     idx: list[int] = []
     for fname in ann.files():
         if fname not in coordinates:
             raise ValueError(f"{ann.source}: file {fname!r} has no image")
-        xy = np.asarray(coordinates[fname])[:, :2].astype(np.int64)
-        lookup = {(int(a), int(b)): i for i, (a, b) in enumerate(xy)}
-        seen: dict[tuple[int, int], int] = {}
+        c = np.asarray(coordinates[fname]).astype(np.int64)
+        xyz = np.column_stack([c[:, :2], c[:, 2] if c.shape[1] > 2 else np.ones(len(c), np.int64)])
+        lookup = {(int(a), int(b), int(d)): i for i, (a, b, d) in enumerate(xyz)}
+        planes: dict[tuple[int, int], list[int]] = {}
+        for a, b, d in xyz.tolist():
+            planes.setdefault((a, b), []).append(d)
+        seen: dict[tuple[int, int, int], int] = {}
         for r in np.flatnonzero(ann.file == fname):
             line = int(ann.line[r])
+            z = None if ann.z is None else int(ann.z[r])
             if ann.x[r] >= 0:
-                pix = [(int(ann.x[r]), int(ann.y[r]))]
-                if pix[0] not in lookup:
+                x, y = int(ann.x[r]), int(ann.y[r])
+                zs = planes.get((x, y), [])
+                if z is None and len(zs) > 1:
                     raise ValueError(
-                        f"{ann.source}: line {line}: pixel x={pix[0][0]}, y={pix[0][1]} is not "
-                        f"in {fname}"
+                        f"{ann.source}: line {line}: pixel x={x}, y={y} of {fname} exists in "
+                        f"several z planes {sorted(zs)}; give the plane in a 'z' column"
+                    )
+                pix = [(x, y, z if z is not None else (zs[0] if zs else 1))]
+                if pix[0] not in lookup:
+                    where = "" if z is None else f", z={z}"
+                    raise ValueError(
+                        f"{ann.source}: line {line}: pixel x={x}, y={y}{where} is not in {fname}"
                     )
             else:
                 x0, x1, y0, y1 = (int(v) for v in ann.region[r])
-                sel = (xy[:, 0] >= x0) & (xy[:, 0] <= x1) & (xy[:, 1] >= y0) & (xy[:, 1] <= y1)
-                pix = [(int(a), int(b)) for a, b in xy[sel]]
+                sel = (xyz[:, 0] >= x0) & (xyz[:, 0] <= x1) & (xyz[:, 1] >= y0) & (xyz[:, 1] <= y1)
+                if z is not None:
+                    sel &= xyz[:, 2] == z
+                pix = [(int(a), int(b), int(d)) for a, b, d in xyz[sel]]
                 if not pix:
                     raise ValueError(f"{ann.source}: line {line}: region holds no pixel of {fname}")
             for p in pix:
                 if p in seen:
                     raise ValueError(
-                        f"{ann.source}: line {line}: pixel x={p[0]}, y={p[1]} of {fname} is "
-                        f"already annotated on line {seen[p]} (duplicate pixel)"
+                        f"{ann.source}: line {line}: pixel x={p[0]}, y={p[1]} (z={p[2]}) of "
+                        f"{fname} is already annotated on line {seen[p]} (duplicate pixel)"
                     )
                 seen[p] = line
                 keep.append(int(r))
-                xs.append(p[0])
-                ys.append(p[1])
+                found.append(p)
                 idx.append(lookup[p])
     rows = np.asarray(keep, dtype=np.int64)
-    out = ann.take(rows)
+    pts = np.asarray(found, dtype=np.int64).reshape(-1, 3)
     out = replace(
-        out,
-        x=np.asarray(xs, dtype=np.int64),
-        y=np.asarray(ys, dtype=np.int64),
+        ann.take(rows),
+        x=pts[:, 0].copy(),
+        y=pts[:, 1].copy(),
+        z=pts[:, 2].copy(),
         region=np.full((len(rows), 4), -1, dtype=np.int64),
     )
     return out, np.asarray(idx, dtype=np.int64)

@@ -42,7 +42,15 @@ from doublebackprop.msi.data.preprocess import (
     uniform_edges,
 )
 
-__all__ = ["LoadPlan", "SpectraTable", "iter_table_blocks", "load_table", "plan_loading"]
+__all__ = [
+    "LoadPlan",
+    "SpectraTable",
+    "iter_table_blocks",
+    "load_table",
+    "plan_loading",
+    "plan_notes",
+    "repaired_rows",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +62,11 @@ class SpectraTable:
     Shapes
     ------
     ``mz`` (L,) float64; ``intensities`` (N, L) float32; ``label``, ``patient``, ``lab``,
-    ``file`` (N,) str; ``x``, ``y`` (N,) int64; ``core`` (N,) str or None; ``extra`` maps other
-    annotation columns to (N,) str arrays. ``pipeline`` is the JSON of the steps applied after
-    the common axis (see :class:`~doublebackprop.msi.data.preprocess.Pipeline`).
+    ``file`` (N,) str; ``x``, ``y``, ``z`` (N,) int64; ``core`` (N,) str or None; ``extra`` maps
+    other annotation columns to (N,) str arrays. ``pipeline`` is the JSON of the steps applied
+    (see :class:`~doublebackprop.msi.data.preprocess.Pipeline`); ``repaired`` (N,) str names the
+    repairs made to each spectrum (``""``: none; ``"sorted_mz;invalid_intensities"``); ``notes``
+    are the warnings about the annotations and the m/z range of each file.
     """
 
     mz: np.ndarray
@@ -70,6 +80,9 @@ class SpectraTable:
     core: np.ndarray | None = None
     extra: Mapping[str, np.ndarray] = field(default_factory=dict)
     pipeline: str = "[]"
+    z: np.ndarray | None = None
+    repaired: np.ndarray | None = None
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         n = self.intensities.shape[0]
@@ -107,6 +120,8 @@ class SpectraTable:
             y=self.y[idx],
             core=None if self.core is None else self.core[idx],
             extra={k: v[idx] for k, v in self.extra.items()},
+            z=None if self.z is None else self.z[idx],
+            repaired=None if self.repaired is None else self.repaired[idx],
         )
 
 
@@ -321,9 +336,6 @@ def table_from_plan(plan: LoadPlan, block_size: int = 1024) -> SpectraTable:
     x = np.concatenate(parts)
     if not np.array_equal(rows, np.arange(len(rows))):
         x = x[np.argsort(rows)]
-    for r in plan.readers.values():
-        if r.repairs:
-            logger.warning("%s: repairs %s", r.path, dict(r.repairs))
     return SpectraTable(
         mz=np.asarray(mz, dtype=np.float64),
         intensities=x,
@@ -336,4 +348,30 @@ def table_from_plan(plan: LoadPlan, block_size: int = 1024) -> SpectraTable:
         core=ann.core,
         extra=dict(ann.extra),
         pipeline=plan.pipeline.to_json(),
+        z=ann.z,
+        repaired=repaired_rows(plan),
+        notes=plan_notes(plan),
     )
+
+
+def repaired_rows(plan: LoadPlan) -> np.ndarray:
+    """(P,) str: the repairs made to each annotated spectrum, ``;``-separated (``""``: none).
+    Complete once every block of ``plan`` has been read."""
+    ann = plan.annotations
+    out = np.full(len(ann), "", dtype=object)
+    for fname, reader in plan.readers.items():
+        if reader.repairs:
+            logger.warning("%s: repairs %s", reader.path, dict(reader.repairs))
+        if not reader.repaired:
+            continue
+        for r in np.flatnonzero(ann.file == fname):
+            kinds = reader.repaired.get(int(plan.spectrum_index[r]))
+            if kinds:
+                out[r] = ";".join(sorted(kinds))
+    return out.astype(str)
+
+
+def plan_notes(plan: LoadPlan) -> tuple[str, ...]:
+    """The notes about the annotations and what the common m/z range cut or padded."""
+    ranges = tuple(r.describe() for r in plan.ranges if r.cut or r.padded)
+    return tuple(plan.notes) + ranges

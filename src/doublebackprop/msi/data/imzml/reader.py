@@ -55,7 +55,9 @@ class ImzMLReader:
     ----------
     path : path of the ``.imzML`` file (the ``.ibd`` beside it has the same stem).
     repair : if true, sort unsorted m/z arrays and set NaN/negative intensities to zero, counting
-        each repair in :attr:`repairs`; if false (default) such spectra raise :class:`ValueError`.
+        each repair in :attr:`repairs` and :attr:`repaired` (per spectrum); if false (default)
+        such spectra raise :class:`ValueError`.
+    window_bytes : the most bytes of the ``.ibd`` read at once (bounds the memory of a read).
 
     Attributes
     ----------
@@ -383,6 +385,8 @@ class ImzMLReader:
         return counts
 
 
-def open_imzml(path: str | Path, *, repair: bool = False) -> ImzMLReader:
+def open_imzml(
+    path: str | Path, *, repair: bool = False, window_bytes: int = 64 << 20
+) -> ImzMLReader:
     """Open an imzML/ibd pair for reading; see :class:`ImzMLReader`."""
-    return ImzMLReader(path, repair=repair)
+    return ImzMLReader(path, repair=repair, window_bytes=window_bytes)
