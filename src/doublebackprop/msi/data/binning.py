@@ -65,8 +65,10 @@ def bin_weights(
     if mz.size < 2 or not lo < hi:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros(0)
+    # breakpoints: both sorted runs merged (a point equal to an edge gives an empty piece,
+    # whose weight is 0)
     inner = np.concatenate([mz[(mz > lo) & (mz < hi)], edges[(edges > lo) & (edges < hi)]])
-    br = np.unique(np.concatenate([[lo], inner, [hi]]))
+    br = np.concatenate([[lo], np.sort(inner, kind="stable"), [hi]])
     p, q = br[:-1], br[1:]
     mid = 0.5 * (p + q)
     i = np.searchsorted(mz, mid) - 1  # segment [mz[i], mz[i+1]] holding the piece

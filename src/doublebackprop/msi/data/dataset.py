@@ -270,7 +270,9 @@ def iter_table_blocks(
             rows = rows_f[s : s + block_size]
             idx = plan.spectrum_index[rows]
             if reader.mode == "continuous":
-                mz, block = reader.mz_axis(), reader.read_rows(idx).astype(np.float64)
+                mz, block = reader.mz_axis(), reader.read_rows(idx)
+                if not np.issubdtype(block.dtype, np.floating):
+                    block = block.astype(np.float64)
                 out_mz, out = plan.pipeline(mz, block)
             else:
                 assert isinstance(last, Bin)

@@ -188,12 +188,26 @@ class Bin(Step):
         """One spectrum on its own axis, (K,) float64 (no coverage check)."""
         return bin_spectrum(mz, values, np.asarray(self.edges), self.method)
 
+    def _operator(self, mz: np.ndarray) -> Any:
+        """(K, L) CSR matrix of the rule on ``mz``; kept for the last axis seen (the blocks
+        of one file share it)."""
+        cached = getattr(self, "_cached", None)
+        if cached is not None and cached[0].shape == mz.shape and np.array_equal(cached[0], mz):
+            return cached[1]
+        op = bin_operator(mz, np.asarray(self.edges), self.method).T.tocsr()
+        object.__setattr__(self, "_cached", (mz.copy(), op))
+        return op
+
     def apply(self, mz: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if mz.size:
             self.check_covers(float(mz[0]), float(mz[-1]), "the axis")
-        op = bin_operator(mz, np.asarray(self.edges), self.method)
-        out = np.asarray(op.T @ x.T).T  # (N, K)
-        return self.centers(), np.ascontiguousarray(out, dtype=x.dtype)
+        op = self._operator(mz)
+        out = np.empty((x.shape[0], op.shape[0]), dtype=x.dtype)
+        rows = max(1, (1 << 21) // max(1, 8 * x.shape[1]))  # ~2 MiB of float64 at a time
+        for s in range(0, x.shape[0], rows):
+            xt = np.ascontiguousarray(x[s : s + rows].T, dtype=np.float64)  # (L, n), in cache
+            out[s : s + rows] = (op @ xt).T
+        return self.centers(), out
 
 
 @dataclass(frozen=True)

@@ -166,21 +166,22 @@ class ImzMLReader:
                 i = int(np.flatnonzero(self._int_len != self._mz_len[0])[0])
                 raise ValueError(f"{self._where(i)}: intensity length differs from m/z length")
 
-    def _read(self, offset: int, nbytes: int) -> bytes:
-        """``nbytes`` bytes of the ``.ibd`` from ``offset`` (one positioned read)."""
+    def _read(self, offset: int, nbytes: int) -> np.ndarray:
+        """``nbytes`` bytes of the ``.ibd`` from ``offset`` (one positioned read), as uint8."""
         if self._fd is None:
             try:
                 self._fd = os.open(self.ibd_path, os.O_RDONLY)
             except OSError as exc:
                 raise OSError(f"{self.ibd_path}: cannot open ({exc.strerror})") from exc
         try:
-            buf = os.pread(self._fd, nbytes, offset)
+            buf = np.empty(nbytes, dtype=np.uint8)  # writable, not zero-filled: no extra pass
+            got = os.preadv(self._fd, [memoryview(buf)], offset)
         except (OSError, MemoryError) as exc:
             raise OSError(
                 f"{self.ibd_path}: cannot read {nbytes} bytes at offset {offset} ({exc}); "
                 "a smaller window_bytes or block size needs less memory"
             ) from exc
-        if len(buf) != nbytes:
+        if got != nbytes:
             raise ValueError(f"{self.ibd_path}: short read at offset {offset} (truncated .ibd?)")
         return buf
 
@@ -189,14 +190,14 @@ class ImzMLReader:
         raw = self._read(offset, nbytes)
         if self.compression == "zlib":
             try:
-                raw = zlib.decompress(raw)
+                raw = np.frombuffer(bytearray(zlib.decompress(raw)), dtype=np.uint8)
             except zlib.error as exc:
                 raise ValueError(f"{self._where(i)}: cannot decompress zlib data ({exc})") from exc
-        if len(raw) != n * dtype.itemsize:
+        if raw.size != n * dtype.itemsize:
             raise ValueError(
-                f"{self._where(i)}: {len(raw)} bytes of data for {n} values of {dtype}"
+                f"{self._where(i)}: {raw.size} bytes of data for {n} values of {dtype}"
             )
-        return np.frombuffer(raw, dtype=dtype)
+        return raw.view(dtype)
 
     def close(self) -> None:
         """Close the ``.ibd`` file."""
@@ -221,8 +222,8 @@ class ImzMLReader:
     def _check_values(self, values: np.ndarray, first: int | np.ndarray) -> np.ndarray:
         """NaN/negative check of a (n, L) or (L,) block of spectra ``first``, ``first + 1``, …
         (or of the spectrum indices ``first``)."""
-        if values.size == 0 or (np.isfinite(values.sum(dtype=np.float64)) and values.min() >= 0):
-            return values  # fast path: two reductions, no temporaries
+        if values.size == 0 or (np.isfinite(values.sum()) and values.min() >= 0):
+            return values  # fast path: two reductions in the native dtype, no temporaries
         bad = ~np.isfinite(values) | (values < 0)
         if not bad.any():
             return values
@@ -290,6 +291,15 @@ class ImzMLReader:
         order = np.argsort(self._int_off[idx], kind="stable")
         offs = self._int_off[idx[order]]
         nbytes = length * dt.itemsize
+        span = int(offs[-1] - offs[0]) + nbytes
+        if (
+            span <= self.window_bytes
+            and np.array_equal(order, np.arange(idx.size))
+            and np.all(np.diff(offs) == nbytes)
+        ):  # consecutive, contiguous spectra in one window: the read is the array
+            buf = self._read(int(offs[0]), span)
+            block = buf.view(dt).reshape(idx.size, length)
+            return self._check_values(block, idx)
         s = 0
         while s < len(order):
             lo = int(offs[s])
@@ -309,7 +319,7 @@ class ImzMLReader:
                 out[order[s:e]] = view[rel // step]
             else:
                 for k, r in zip(order[s:e].tolist(), rel.tolist()):
-                    out[k] = np.frombuffer(buf, dtype=dt, count=length, offset=int(r))
+                    out[k] = buf[int(r) : int(r) + nbytes].view(dt)
             s = e
         return self._check_values(out, idx)
 
