@@ -1,137 +1,191 @@
-"""Reading benchmark: continuous imzML -> TIC -> crop -> binning, ours vs a pyimzML loop.
+"""Reading benchmark: imzML -> TIC -> 1 Da bins over 700-2000, ours vs a pyImzML loop running
+the *same* numpy pipeline.
 
-Writes a synthetic continuous imzML of ``--spectra`` × ``--bins`` float32 values, then measures
+Writes ``--spectra`` × ``--points`` float32 spectra (m/z 600-2100) once in continuous and once
+in processed mode, then, each in a fresh subprocess (so that peak RSS belongs to one pass):
 
-* ``doublebackprop``: memory-mapped block reads (:meth:`ImzMLReader.read_block`) followed by the
-  vectorised pipeline TICNormalize -> Crop(700, 2000) -> Bin(0.5 Da), block by block;
-  (the XML parse, done by pyimzML in both cases, is timed separately);
-* ``pyimzML loop``: ``ImzMLParser.getspectrum(i)`` for each spectrum and the same three steps on
-  that one spectrum (the usual user code), on the first ``--pyimzml-spectra`` spectra.
+* ``ours``: :class:`ImzMLReader` — continuous files in blocks of ``--block`` spectra
+  (bounded-window reads) through ``Pipeline((TICNormalize(), Bin(edges, "profile")))``;
+  processed files spectrum by spectrum through the same steps on each spectrum's own points;
+* ``loop``: ``ImzMLParser.getspectrum(i)`` for every spectrum, then the same TIC and the same
+  bin operator (:func:`bin_operator`, built once for a continuous file, :func:`bin_spectrum`
+  per spectrum for a processed one).
 
-Reports spectra per second, the speed-up, and the peak Python heap (tracemalloc) of our pass,
-which is bounded by the block size, not the file size. Usage::
+Both parse the XML with pyImzML (timed separately). Reported: spectra per second, speed-up,
+peak RSS of the pass (``VmHWM``: resident memory, not only the Python heap) above the RSS after
+imports, with a warm page cache (file just read) and a cold one (the file's pages dropped with
+``posix_fadvise(DONTNEED)`` before the pass). Usage::
 
-    python benchmarks/bench_msi_io.py --spectra 20000 --bins 20000 --out results/bench_msi_io.json
+    python benchmarks/bench_msi_io.py --spectra 4000 --points 20000 --out results/bench_msi_io.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
 
+from doublebackprop.msi.data.binning import bin_operator, bin_spectrum
 from doublebackprop.msi.data.imzml import ImzMLWriter, open_imzml
-from doublebackprop.msi.data.preprocess import (
-    Bin,
-    Crop,
-    Pipeline,
-    TICNormalize,
-    bin_matrix,
-    uniform_edges,
-)
+from doublebackprop.msi.data.preprocess import Bin, Pipeline, TICNormalize, uniform_edges
+
+EDGES = uniform_edges(700.0, 2000.0, 1.0)
 
 
-def write_file(path: Path, n: int, length: int, seed: int = 0) -> None:
+def write_file(path: Path, n: int, length: int, mode: str, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     mz = np.linspace(600.0, 2100.0, length)
-    with ImzMLWriter(path, mz=mz, intensity_dtype=np.float32) as w:
-        side = int(np.ceil(np.sqrt(n)))
+    side = int(np.ceil(np.sqrt(n)))
+    kw = {"mz": mz} if mode == "continuous" else {}
+    with ImzMLWriter(path, mode=mode, intensity_dtype=np.float32, **kw) as w:
         for s in range(0, n, 256):
             block = rng.gamma(2.0, 1.0, (min(256, n - s), length)).astype(np.float32)
             for k, row in enumerate(block):
                 i = s + k
-                w.add_spectrum(row, (i % side + 1, i // side + 1))
+                extra = {} if mode == "continuous" else {"mz": mz}
+                w.add_spectrum(row, (i % side + 1, i // side + 1), **extra)
 
 
-def ours(path: Path, block: int) -> tuple[float, int, int, float]:
-    edges = uniform_edges(700.0, 2000.0, 0.5)
-    pipe = Pipeline((TICNormalize(), Crop(700.0, 2000.0), Bin(tuple(edges), "mean")))
+def _rss_kib(field: str) -> int:
+    text = Path("/proc/self/status").read_text()
+    return int(text.split(field + ":")[1].split()[0])
+
+
+def _drop_cache(path: Path) -> None:
+    for p in (path, path.with_suffix(".ibd")):
+        fd = os.open(p, os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+
+
+def run_ours(path: Path, block: int) -> tuple[int, float, float]:
     t0 = time.perf_counter()
-    r = open_imzml(path)  # XML metadata through pyimzML: timed separately, as for the loop
+    r = open_imzml(path)
     t_parse = time.perf_counter() - t0
-    tracemalloc.start()
+    pipe = Pipeline((TICNormalize(), Bin(tuple(EDGES), "profile")))
+    check = 0.0
     t0 = time.perf_counter()
     with r:
-        mz = r.mz_axis()
-        checksum = 0.0
-        for _, x in r.iter_blocks(block):
-            _, y = pipe(mz, x)
-            checksum += float(y[:, 0].sum())
-        n = r.n_spectra
-    dt = time.perf_counter() - t0
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return n / dt, peak, n, t_parse
+        if r.mode == "continuous":
+            mz = r.mz_axis()
+            for _, x in r.iter_blocks(block):
+                _, y = pipe(mz, x)
+                check += float(y.sum())
+        else:
+            tic, last = Pipeline(pipe.steps[:-1]), pipe.steps[-1]
+            assert isinstance(last, Bin)
+            for i in range(r.n_spectra):
+                m, v = r.spectrum(i)
+                m2, v2 = tic(m, np.asarray(v, dtype=np.float64)[None, :])
+                check += float(last.bin_one(m2, v2[0]).sum())
+    return r.n_spectra, time.perf_counter() - t0, t_parse
 
 
-def pyimzml_loop(path: Path, n_max: int) -> float:
+def run_loop(path: Path) -> tuple[int, float, float]:
     from pyimzml.ImzMLParser import ImzMLParser
 
     t0 = time.perf_counter()
     p = ImzMLParser(str(path))
     t_parse = time.perf_counter() - t0
-    edges = uniform_edges(700.0, 2000.0, 0.5)
-    m = None
-    n = min(n_max, len(p.coordinates))
+    processed = bool(p.metadata.file_description.param_by_name.get("processed"))
+    op = None
+    check = 0.0
+    n = len(p.coordinates)
     t0 = time.perf_counter()
     for i in range(n):
         mz, it = p.getspectrum(i)
-        it = it.astype(np.float64)
-        it = it * len(it) / it.sum()
-        keep = (mz >= 700) & (mz <= 2000)
-        if m is None:
-            m = bin_matrix(mz[keep].astype(np.float64), edges, "mean").T.tocsr()
-        _ = m @ it[keep]
-    return n / (time.perf_counter() - t0), t_parse
+        v = it.astype(np.float64)
+        v = v * (len(v) / v.sum())  # TICNormalize: mean 1
+        m = mz.astype(np.float64)
+        if processed:
+            check += float(bin_spectrum(m, v, EDGES, "profile").sum())
+        else:
+            if op is None:
+                op = bin_operator(m, EDGES, "profile").T.tocsr()
+            check += float((op @ v).sum())
+    return n, time.perf_counter() - t0, t_parse
+
+
+def child(args: argparse.Namespace) -> None:
+    if args.cold:
+        _drop_cache(args.path)
+    base = _rss_kib("VmRSS")
+    n, dt, t_parse = run_ours(args.path, args.block) if args.who == "ours" else run_loop(args.path)
+    peak = _rss_kib("VmHWM")
+    print(json.dumps({"n": n, "seconds": dt, "parse_s": t_parse, "rss_mib": (peak - base) / 1024}))
+
+
+def measure(path: Path, who: str, block: int, cold: bool) -> dict:
+    cmd = [sys.executable, __file__, "--child", who, "--path", str(path), "--block", str(block)]
+    out = subprocess.run(cmd + (["--cold"] if cold else []), capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--spectra", type=int, default=20000)
-    ap.add_argument("--bins", type=int, default=20000)
-    ap.add_argument("--block", type=int, default=64)
-    ap.add_argument("--pyimzml-spectra", type=int, default=2000)
+    ap.add_argument("--spectra", type=int, default=4000)
+    ap.add_argument("--points", type=int, default=20000)
+    ap.add_argument("--block", type=int, default=256)
     ap.add_argument("--out", type=Path, default=Path("results/bench_msi_io.json"))
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--child", choices=("ours", "loop"), default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--path", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--cold", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        args.who = args.child
+        child(args)
+        return
+    rows = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        path = Path(tmp) / "bench.imzML"
-        t0 = time.perf_counter()
-        write_file(path, args.spectra, args.bins)
-        t_write = time.perf_counter() - t0
-        size = path.with_suffix(".ibd").stat().st_size
-        rate_ours, peak, n, t_parse_ours = ours(path, args.block)
-        rate_ref, t_parse = pyimzml_loop(path, args.pyimzml_spectra)
-    res = {
-        "spectra": n,
-        "bins": args.bins,
-        "ibd_bytes": size,
-        "block": args.block,
-        "write_s": round(t_write, 2),
-        "ours_parse_s": round(t_parse_ours, 2),
-        "ours_spectra_per_s": round(rate_ours, 1),
-        "pyimzml_spectra_per_s": round(rate_ref, 1),
-        "pyimzml_parse_s": round(t_parse, 2),
-        "speedup": round(rate_ours / rate_ref, 2),
-        "ours_peak_heap_mb": round(peak / 2**20, 1),
-        "block_bytes_mb": round(args.block * args.bins * 8 / 2**20, 1),
-    }
-    print(f"{'file':<26}{n} spectra x {args.bins} bins, {size / 2**30:.2f} GiB")
-    print(
-        f"{'doublebackprop':<26}{rate_ours:>10.0f} spectra/s  (+{t_parse_ours:.1f} s XML parse)"
-        f"  peak heap {peak / 2**20:.0f} MiB"
-    )
-    print(
-        f"{'pyimzML getspectrum loop':<26}{rate_ref:>10.0f} spectra/s  (+{t_parse:.1f} s XML parse)"
-    )
-    print(f"{'speed-up':<26}{rate_ours / rate_ref:>10.1f}x")
+        for mode in ("continuous", "processed"):
+            path = Path(tmp) / f"{mode}.imzML"
+            write_file(path, args.spectra, args.points, mode)
+            size = path.with_suffix(".ibd").stat().st_size
+            for cache in ("cold", "warm"):
+                res = {}
+                for who in ("ours", "loop"):
+                    if cache == "warm":
+                        measure(path, who, args.block, cold=False)  # fill the page cache
+                    res[who] = measure(path, who, args.block, cold=cache == "cold")
+                rate = {w: r["n"] / r["seconds"] for w, r in res.items()}
+                rows.append(
+                    {
+                        "mode": mode,
+                        "cache": cache,
+                        "spectra": args.spectra,
+                        "points": args.points,
+                        "ibd_mib": round(size / 2**20),
+                        "ours_spectra_per_s": round(rate["ours"]),
+                        "loop_spectra_per_s": round(rate["loop"]),
+                        "speedup": round(rate["ours"] / rate["loop"], 2),
+                        "ours_rss_mib": round(res["ours"]["rss_mib"], 1),
+                        "loop_rss_mib": round(res["loop"]["rss_mib"], 1),
+                        "parse_s": round(res["ours"]["parse_s"], 2),
+                    }
+                )
+            path.unlink()
+            path.with_suffix(".ibd").unlink()
+    head = "| mode | cache | ours spectra/s | pyImzML loop spectra/s | speed-up | ours peak RSS | loop peak RSS |"
+    print(head)
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['mode']} | {r['cache']} | {r['ours_spectra_per_s']} | "
+            f"{r['loop_spectra_per_s']} | {r['speedup']}× | {r['ours_rss_mib']} MiB | "
+            f"{r['loop_rss_mib']} MiB |"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=1))
+    args.out.write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

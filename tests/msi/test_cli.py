@@ -35,6 +35,10 @@ def test_simulate_convert_info(tmp_path, capsys):
                 str(store),
                 "--bin-width",
                 "1",
+                "--mz-min",  # the default is the files' own common range (600-2100 here)
+                "700",
+                "--mz-max",
+                "2000",
             ]
         )
         == 0

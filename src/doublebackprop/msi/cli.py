@@ -7,7 +7,17 @@ import dataclasses
 import json
 from pathlib import Path
 
-__all__ = ["register"]
+__all__ = ["add_repair_argument", "register"]
+
+
+def add_repair_argument(p: argparse.ArgumentParser) -> None:
+    """``--repair``, the same for every command that reads imzML files."""
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="set NaN/negative intensities to 0 and sort unsorted m/z arrays instead of "
+        "failing; every repaired spectrum is recorded (store /repaired, results.json)",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,14 +44,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("imzml", nargs="+", type=Path, help="imzML files named in the annotations")
     c.add_argument("--annotations", required=True, type=Path, help="annotation CSV/TSV")
     c.add_argument("--out", required=True, type=Path, help="output store (.h5)")
-    c.add_argument("--mz-min", type=float, default=700.0, help="lower end of the m/z crop")
-    c.add_argument("--mz-max", type=float, default=2000.0, help="upper end of the m/z crop")
+    c.add_argument(
+        "--mz-min", type=float, help="lower end of the m/z range (default: the files' common range)"
+    )
+    c.add_argument(
+        "--mz-max", type=float, help="upper end of the m/z range (default: the files' common range)"
+    )
     c.add_argument("--bin-width", type=float, help="uniform bins (Da); default: native axis")
     c.add_argument(
-        "--repair",
+        "--pad",
         action="store_true",
-        help="set NaN/negative intensities to 0 and sort m/z arrays (counted, logged)",
+        help="allow a range beyond a file's m/z range: zeros there, reported per file",
     )
+    add_repair_argument(c)
     c.set_defaults(func=_convert)
 
     i = subparsers.add_parser("info", help="summarise an imzML file or a store")
@@ -99,12 +114,27 @@ def _convert(args: argparse.Namespace) -> int:
     unused = [str(f) for f in args.imzml if f.resolve() not in named]
     if unused:
         raise ValueError(f"{unused[0]}: no annotation in {args.annotations} refers to this file")
+    if (args.mz_min is None) != (args.mz_max is None):
+        raise ValueError("--mz-min and --mz-max go together (neither: the files' common range)")
+    mz_range = None if args.mz_min is None else (args.mz_min, args.mz_max)
     plan = plan_loading(
-        ann, mz_range=(args.mz_min, args.mz_max), bin_width=args.bin_width, repair=args.repair
+        ann, mz_range=mz_range, bin_width=args.bin_width, repair=args.repair, pad=args.pad
     )
+    for fname, reader in plan.readers.items():
+        n = int((plan.annotations.file == fname).sum())
+        print(f"{fname}: {n} of {reader.n_spectra} spectra annotated")
+    lo, hi = plan.mz_range
+    print(f"m/z range {lo:.4f}–{hi:.4f}")
+    for r in plan.ranges:
+        if r.cut or r.padded:
+            print(r.describe())
     with tqdm(total=len(plan.annotations), unit="spectra", desc="convert") as bar:
         out = build_store(plan, args.out, progress=bar.update)
-    print(f"wrote {len(plan.annotations)} spectra to {out}")
+    repaired = sum(len(r.repaired) for r in plan.readers.values())
+    print(
+        f"wrote {len(plan.annotations)} spectra to {out}"
+        + (f" ({repaired} repaired)" if repaired else "")
+    )
     return 0
 
 
@@ -124,7 +154,17 @@ def _info(args: argparse.Namespace) -> int:
                 "mz_dtype": str(r.mz_dtype),
                 "intensity_dtype": str(r.intensity_dtype),
                 "uuid": r.uuid,
+                "compression": r.compression,
+                "intensity_values": r.value_counts(),
             }
+        bad = {k: v for k, v in d["intensity_values"].items() if k in ("nan", "inf", "negative")}
+        if any(bad.values()):
+            import sys
+
+            listing = ", ".join(f"{v} {k}" for k, v in bad.items() if v)
+            print(
+                f"{path}: invalid intensities: {listing} (convert needs --repair)", file=sys.stderr
+            )
     else:
         from doublebackprop.msi.data.store import open_store
 
@@ -138,6 +178,8 @@ def _info(args: argparse.Namespace) -> int:
                 "labs": sorted(set(s.lab.tolist())),
                 "patients": len(set(s.patient.tolist())),
                 "pipeline": json.loads(s.pipeline),
+                "repaired_spectra": 0 if s.repaired is None else int((s.repaired != "").sum()),
+                "notes": list(s.notes),
             }
     print(json.dumps(d, indent=1, default=lambda o: dataclasses.asdict(o)))
     return 0

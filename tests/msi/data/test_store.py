@@ -36,7 +36,10 @@ def test_dataset_items_and_pickling(tiny_cohort, tmp_path):
 
     import torch
 
-    out = build_store(plan_loading(tiny_cohort.annotations, bin_width=1.0), tmp_path / "s.h5")
+    out = build_store(
+        plan_loading(tiny_cohort.annotations, mz_range=(700, 2000), bin_width=1.0),
+        tmp_path / "s.h5",
+    )
     ds = SpectraDataset(out, indices=np.array([2, 0]))
     x, y = ds[0]
     assert x.dtype == torch.float32 and x.shape == (1300,) and y.dtype == torch.int64

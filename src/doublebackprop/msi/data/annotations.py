@@ -14,13 +14,21 @@ pixels annotated twice (also through overlapping regions), pixels or files not i
 from __future__ import annotations
 
 import csv
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["AnnotationColumns", "Annotations", "locate_pixels", "read_annotations"]
+_REST = "\x00extra fields"
+__all__ = [
+    "AnnotationColumns",
+    "AnnotationWarning",
+    "Annotations",
+    "locate_pixels",
+    "read_annotations",
+]
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,7 @@ class AnnotationColumns:
     file: str = "file"
     x: str = "x"
     y: str = "y"
+    z: str = "z"
     label: str = "label"
     patient: str = "patient"
     lab: str = "lab"
@@ -63,6 +72,8 @@ class Annotations:
     core: np.ndarray | None
     line: np.ndarray
     extra: Mapping[str, np.ndarray] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    z: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.label)
@@ -90,6 +101,7 @@ class Annotations:
             core=None if self.core is None else self.core[idx],
             line=self.line[idx],
             extra={k: v[idx] for k, v in self.extra.items()},
+            z=None if self.z is None else self.z[idx],
         )
 
 
@@ -128,7 +140,8 @@ def read_annotations(
     if not path.is_file():
         raise FileNotFoundError(f"{path}: annotation file not found")
     text = path.read_text(encoding="utf-8-sig")
-    reader = csv.DictReader(text.splitlines(), delimiter=_sniff_delimiter(path, text))
+    delimiter = _sniff_delimiter(path, text)
+    reader = csv.DictReader(text.splitlines(), delimiter=delimiter, restkey=_REST)
     header = [h.strip() for h in (reader.fieldnames or [])]
     reader.fieldnames = header
     has_px = c.x in header and c.y in header
@@ -146,6 +159,7 @@ def read_annotations(
         c.file,
         c.x,
         c.y,
+        c.z,
         c.label,
         c.patient,
         c.lab,
@@ -157,7 +171,7 @@ def read_annotations(
     }
     extra_cols = [h for h in header if h not in known]
     rows: dict[str, list] = {
-        k: [] for k in ("file", "x", "y", "region", "label", "patient", "lab", "core", "line")
+        k: [] for k in ("file", "x", "y", "z", "region", "label", "patient", "lab", "core", "line")
     }
     extra: dict[str, list[str]] = {k: [] for k in extra_cols}
 
@@ -170,8 +184,17 @@ def read_annotations(
                 f"{path}: line {line}: column {key!r} must be an integer, got {v!r}"
             ) from None
 
-    for k, row in enumerate(reader):
-        line = k + 2
+    for row in reader:
+        line = reader.line_num
+        if _REST in row or None in row.values():
+            n = len(header) + len(row.get(_REST, [])) - sum(v is None for v in row.values())
+            if not any(isinstance(v, str) and v.strip() for v in row.values()):
+                continue
+            raise ValueError(
+                f"{path}: line {line}: {n} fields but the header has {len(header)}; "
+                f"a value holding the delimiter {delimiter!r} (such as 'breast, ductal') must "
+                "be quoted"
+            )
         if not any((v or "").strip() for v in row.values()):
             continue
         for key in (c.label, c.patient):
@@ -191,6 +214,8 @@ def read_annotations(
             rows["region"].append(r)
         else:
             raise ValueError(f"{path}: line {line}: neither pixel nor region coordinates")
+        if c.z in header:
+            rows["z"].append(as_int(row, c.z, line))
         rows["file"].append((row.get(c.file) or default_file or "").strip())
         if not rows["file"][-1]:
             raise ValueError(f"{path}: line {line}: empty {c.file!r}")
@@ -216,9 +241,39 @@ def read_annotations(
         core=np.asarray(rows["core"], dtype=str) if c.core in header else None,
         line=np.asarray(rows["line"], dtype=np.int64),
         extra={k: np.asarray(v, dtype=str) for k, v in extra.items()},
+        z=np.asarray(rows["z"], dtype=np.int64) if c.z in header else None,
     )
     _check_patient_labels(ann)
-    return ann
+    return replace(ann, notes=_notes(ann))
+
+
+class AnnotationWarning(UserWarning):
+    """Annotations that are legal but probably not meant (recorded in :attr:`Annotations.notes`)."""
+
+
+def _notes(ann: Annotations) -> tuple[str, ...]:
+    """Labels that differ only in case or whitespace; patients annotated in two labs."""
+    notes: list[str] = []
+    by_key: dict[str, dict[str, int]] = {}
+    for lab, line in zip(ann.label.tolist(), ann.line.tolist()):
+        by_key.setdefault(" ".join(lab.split()).casefold(), {}).setdefault(lab, line)
+    for variants in by_key.values():
+        if len(variants) > 1:
+            listing = ", ".join(f"{v!r} (line {n})" for v, n in variants.items())
+            notes.append(
+                f"labels {listing} differ only in case or whitespace; they are kept as "
+                "distinct classes"
+            )
+    labs: dict[str, dict[str, int]] = {}
+    for p, lab, line in zip(ann.patient.tolist(), ann.lab.tolist(), ann.line.tolist()):
+        labs.setdefault(p, {}).setdefault(lab, line)
+    for p, where in labs.items():
+        if len(where) > 1:
+            listing = ", ".join(f"{lab!r} (line {n})" for lab, n in where.items())
+            notes.append(f"patient {p!r} appears in several labs: {listing}")
+    for n in notes:
+        warnings.warn(f"{ann.source}: {n}", AnnotationWarning, stacklevel=3)
+    return tuple(notes)
 
 
 def _check_patient_labels(ann: Annotations) -> None:
@@ -240,7 +295,9 @@ def locate_pixels(
     Parameters
     ----------
     ann : validated annotations.
-    coordinates : for every ``file`` entry, the (N_f, 2 or 3) pixel coordinates of that image.
+    coordinates : for every ``file`` entry, the (N_f, 2 or 3) pixel coordinates of that image
+        (z is 1 when absent). Rows with a ``z`` match that plane; rows without one match the
+        only plane holding (x, y), and are an error if several do.
 
     Returns
     -------
@@ -248,47 +305,60 @@ def locate_pixels(
     grouped by file in the order of :meth:`Annotations.files`.
     """
     keep: list[int] = []
-    xs: list[int] = []
-    ys: list[int] = []
+    found: list[tuple[int, int, int]] = []
     idx: list[int] = []
     for fname in ann.files():
         if fname not in coordinates:
             raise ValueError(f"{ann.source}: file {fname!r} has no image")
-        xy = np.asarray(coordinates[fname])[:, :2].astype(np.int64)
-        lookup = {(int(a), int(b)): i for i, (a, b) in enumerate(xy)}
-        seen: dict[tuple[int, int], int] = {}
+        c = np.asarray(coordinates[fname]).astype(np.int64)
+        xyz = np.column_stack([c[:, :2], c[:, 2] if c.shape[1] > 2 else np.ones(len(c), np.int64)])
+        lookup = {(int(a), int(b), int(d)): i for i, (a, b, d) in enumerate(xyz)}
+        planes: dict[tuple[int, int], list[int]] = {}
+        for a, b, d in xyz.tolist():
+            planes.setdefault((a, b), []).append(d)
+        seen: dict[tuple[int, int, int], int] = {}
         for r in np.flatnonzero(ann.file == fname):
             line = int(ann.line[r])
+            z = None if ann.z is None else int(ann.z[r])
             if ann.x[r] >= 0:
-                pix = [(int(ann.x[r]), int(ann.y[r]))]
-                if pix[0] not in lookup:
+                x, y = int(ann.x[r]), int(ann.y[r])
+                zs = planes.get((x, y), [])
+                if z is None and len(zs) > 1:
                     raise ValueError(
-                        f"{ann.source}: line {line}: pixel x={pix[0][0]}, y={pix[0][1]} is not "
-                        f"in {fname}"
+                        f"{ann.source}: line {line}: pixel x={x}, y={y} of {fname} exists in "
+                        f"several z planes {sorted(zs)}; give the plane in a 'z' column"
+                    )
+                pix = [(x, y, z if z is not None else (zs[0] if zs else 1))]
+                if pix[0] not in lookup:
+                    where = "" if z is None else f", z={z}"
+                    raise ValueError(
+                        f"{ann.source}: line {line}: pixel x={x}, y={y}{where} is not in {fname}"
                     )
             else:
                 x0, x1, y0, y1 = (int(v) for v in ann.region[r])
-                sel = (xy[:, 0] >= x0) & (xy[:, 0] <= x1) & (xy[:, 1] >= y0) & (xy[:, 1] <= y1)
-                pix = [(int(a), int(b)) for a, b in xy[sel]]
+                sel = (xyz[:, 0] >= x0) & (xyz[:, 0] <= x1) & (xyz[:, 1] >= y0) & (xyz[:, 1] <= y1)
+                if z is not None:
+                    sel &= xyz[:, 2] == z
+                pix = [(int(a), int(b), int(d)) for a, b, d in xyz[sel]]
                 if not pix:
                     raise ValueError(f"{ann.source}: line {line}: region holds no pixel of {fname}")
             for p in pix:
                 if p in seen:
                     raise ValueError(
-                        f"{ann.source}: line {line}: pixel x={p[0]}, y={p[1]} of {fname} is "
-                        f"already annotated on line {seen[p]} (duplicate pixel)"
+                        f"{ann.source}: line {line}: pixel x={p[0]}, y={p[1]} (z={p[2]}) of "
+                        f"{fname} is already annotated on line {seen[p]} (duplicate pixel)"
                     )
                 seen[p] = line
                 keep.append(int(r))
-                xs.append(p[0])
-                ys.append(p[1])
+                found.append(p)
                 idx.append(lookup[p])
     rows = np.asarray(keep, dtype=np.int64)
-    out = ann.take(rows)
+    pts = np.asarray(found, dtype=np.int64).reshape(-1, 3)
     out = replace(
-        out,
-        x=np.asarray(xs, dtype=np.int64),
-        y=np.asarray(ys, dtype=np.int64),
+        ann.take(rows),
+        x=pts[:, 0].copy(),
+        y=pts[:, 1].copy(),
+        z=pts[:, 2].copy(),
         region=np.full((len(rows), 4), -1, dtype=np.int64),
     )
     return out, np.asarray(idx, dtype=np.int64)

@@ -30,6 +30,7 @@ from doublebackprop.msi.data.annotations import (
     locate_pixels,
     read_annotations,
 )
+from doublebackprop.msi.data.axis import FileRange, common_range
 from doublebackprop.msi.data.imzml import ImzMLReader
 from doublebackprop.msi.data.preprocess import (
     Bin,
@@ -37,11 +38,19 @@ from doublebackprop.msi.data.preprocess import (
     Pipeline,
     Step,
     TICNormalize,
-    resample_spectrum,
+    inner_edges,
     uniform_edges,
 )
 
-__all__ = ["LoadPlan", "SpectraTable", "iter_table_blocks", "load_table", "plan_loading"]
+__all__ = [
+    "LoadPlan",
+    "SpectraTable",
+    "iter_table_blocks",
+    "load_table",
+    "plan_loading",
+    "plan_notes",
+    "repaired_rows",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +62,11 @@ class SpectraTable:
     Shapes
     ------
     ``mz`` (L,) float64; ``intensities`` (N, L) float32; ``label``, ``patient``, ``lab``,
-    ``file`` (N,) str; ``x``, ``y`` (N,) int64; ``core`` (N,) str or None; ``extra`` maps other
-    annotation columns to (N,) str arrays. ``pipeline`` is the JSON of the steps applied after
-    the common axis (see :class:`~doublebackprop.msi.data.preprocess.Pipeline`).
+    ``file`` (N,) str; ``x``, ``y``, ``z`` (N,) int64; ``core`` (N,) str or None; ``extra`` maps
+    other annotation columns to (N,) str arrays. ``pipeline`` is the JSON of the steps applied
+    (see :class:`~doublebackprop.msi.data.preprocess.Pipeline`); ``repaired`` (N,) str names the
+    repairs made to each spectrum (``""``: none; ``"sorted_mz;invalid_intensities"``); ``notes``
+    are the warnings about the annotations and the m/z range of each file.
     """
 
     mz: np.ndarray
@@ -69,6 +80,9 @@ class SpectraTable:
     core: np.ndarray | None = None
     extra: Mapping[str, np.ndarray] = field(default_factory=dict)
     pipeline: str = "[]"
+    z: np.ndarray | None = None
+    repaired: np.ndarray | None = None
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         n = self.intensities.shape[0]
@@ -106,55 +120,78 @@ class SpectraTable:
             y=self.y[idx],
             core=None if self.core is None else self.core[idx],
             extra={k: v[idx] for k, v in self.extra.items()},
+            z=None if self.z is None else self.z[idx],
+            repaired=None if self.repaired is None else self.repaired[idx],
         )
 
 
 @dataclass(frozen=True)
 class LoadPlan:
-    """Everything needed to read annotated spectra identically again."""
+    """Everything needed to read annotated spectra identically again.
+
+    ``mz_range`` is the common range (see :func:`~doublebackprop.msi.data.axis.common_range`),
+    ``ranges`` what it does to each file, ``kind`` the binning rule (``"profile"`` or
+    ``"centroid"``), ``notes`` the warnings about the annotations.
+    """
 
     annotations: Annotations
     spectrum_index: np.ndarray
     readers: Mapping[str, ImzMLReader]
-    grid: np.ndarray | None  # None: all files continuous on one shared axis
-    resample_method: str
     pipeline: Pipeline
+    mz_range: tuple[float, float]
+    ranges: tuple[FileRange, ...] = ()
+    kind: str = "profile"
+    notes: tuple[str, ...] = ()
 
 
-def _reference_grid(readers: Mapping[str, ImzMLReader], bin_width: float | None) -> np.ndarray:
-    for r in readers.values():
-        if r.mode == "continuous":
-            return r.mz_axis()
-    lo, hi, spacing = np.inf, -np.inf, None
-    for r in readers.values():
-        a, b = r.mz_extent()
-        lo, hi = min(lo, a), max(hi, b)
-        for i in range(r.n_spectra if spacing is None else 0):
-            mz, _ = r.spectrum(i)
-            if len(mz) > 1:
-                spacing = float(np.median(np.diff(mz)))
-                break
-    if not np.isfinite(lo) or spacing is None:
-        raise ValueError("processed files hold no non-empty spectrum; cannot build an m/z grid")
-    step = bin_width / 4 if bin_width else spacing
-    return lo + step * np.arange(int(np.floor((hi - lo) / step)) + 1)
+def _kind(readers: Mapping[str, ImzMLReader]) -> str:
+    kinds = {
+        f: "centroid" if r.spectrum_type == "centroid" else "profile" for f, r in readers.items()
+    }
+    if len(set(kinds.values())) > 1:
+        listing = ", ".join(f"{f} ({k})" for f, k in kinds.items())
+        raise ValueError(
+            f"the imzML files mix profile and centroid spectra, which bin differently: {listing}"
+        )
+    return next(iter(kinds.values()))
 
 
 def plan_loading(
     annotations: str | Path | Annotations,
     *,
-    mz_range: tuple[float, float] | None = (700.0, 2000.0),
+    mz_range: tuple[float, float] | None = None,
     bin_width: float | None = None,
     preprocessing: Pipeline | tuple[Step, ...] | None = None,
     columns: AnnotationColumns | None = None,
     repair: bool = False,
+    pad: bool = False,
 ) -> LoadPlan:
-    """Validate annotations against the images and fix the axis and the pipeline."""
+    """Validate annotations against the images and fix the range, the bins and the pipeline.
+
+    Parameters
+    ----------
+    annotations : annotation CSV/TSV or validated :class:`Annotations`.
+    mz_range : the range to keep; None (default) takes the files' common range (the
+        intersection of their measured ranges). A range some file does not cover is an error
+        naming the file, unless ``pad``.
+    bin_width : uniform bins (Da) over the range, every spectrum binned from its own points
+        (:mod:`~doublebackprop.msi.data.binning`); None keeps the native axis, which needs all
+        files to be continuous on one shared axis.
+    preprocessing : extra steps applied on each spectrum's full range before TIC normalisation.
+    columns : annotation column names.
+    repair : see :class:`~doublebackprop.msi.data.imzml.ImzMLReader`.
+    pad : let a requested range exceed a file's range; the missing part is zero and reported in
+        :attr:`LoadPlan.ranges` (needs ``bin_width``).
+    """
     ann = (
         annotations
         if isinstance(annotations, Annotations)
         else read_annotations(annotations, columns=columns)
     )
+    if bin_width is not None and not bin_width > 0:
+        raise ValueError(f"bin_width must be > 0, got {bin_width}")
+    if pad and bin_width is None:
+        raise ValueError("pad=True needs bin_width (zeros are padded into bins)")
     readers: dict[str, ImzMLReader] = {}
     for fname in ann.files():
         path = ann.resolve(fname)
@@ -162,83 +199,113 @@ def plan_loading(
             raise FileNotFoundError(f"{ann.source}: imzML file {fname!r} ({path}) not found")
         readers[fname] = ImzMLReader(path, repair=repair)
     pix, spec = locate_pixels(ann, {f: r.coordinates for f, r in readers.items()})
-    axes = [r.mz_axis() for r in readers.values() if r.mode == "continuous"]
-    shared = len(axes) == len(readers) and all(np.array_equal(a, axes[0]) for a in axes)
-    grid = None if shared else _reference_grid(readers, bin_width)
-    centroid = any(r.spectrum_type == "centroid" for r in readers.values())
-    if grid is not None:
-        logger.info(
-            "resampling onto a common grid of %d points (%.2f–%.2f)", len(grid), grid[0], grid[-1]
-        )
+    kind = _kind(readers)
+    extents = {f: r.mz_extent() for f, r in readers.items()}
+    edges = None
+    if bin_width is not None and mz_range is not None:
+        edges = uniform_edges(float(mz_range[0]), float(mz_range[1]), float(bin_width))
+        mz_range = (float(edges[0]), max(float(mz_range[1]), float(edges[-1])))
+    (lo, hi), ranges = common_range(extents, requested=mz_range, pad=pad)
     user = (
         preprocessing.steps if isinstance(preprocessing, Pipeline) else tuple(preprocessing or ())
     )
     steps: list[Step] = [*user, TICNormalize()]
-    axis = grid if grid is not None else axes[0]
-    lo, hi = (float(axis[0]), float(axis[-1])) if mz_range is None else mz_range
-    if mz_range is not None:
-        steps.append(Crop(float(lo), float(hi)))
-    if bin_width is not None:
-        edges = uniform_edges(float(lo), float(hi), float(bin_width))
-        steps.append(Bin(tuple(edges.tolist()), "sum" if centroid else "mean"))
+    if bin_width is None:
+        axes = [r.mz_axis() for r in readers.values() if r.mode == "continuous"]
+        if len(axes) < len(readers) or not all(np.array_equal(a, axes[0]) for a in axes):
+            listing = ", ".join(f"{f} ({r.mode})" for f, r in readers.items())
+            raise ValueError(
+                f"the spectra are not on one shared m/z axis ({listing}); pass a bin width "
+                "(bin_width=, --bin-width) to bin every spectrum from its own points"
+            )
+        steps.append(Crop(lo, hi))
+    else:
+        edges = inner_edges(lo, hi, float(bin_width)) if edges is None else edges
+        steps.append(Bin(tuple(edges.tolist()), kind, pad=pad))
+    for r in ranges:
+        if r.cut or r.padded:
+            logger.info("%s", r.describe())
     return LoadPlan(
         annotations=pix,
         spectrum_index=spec,
         readers=readers,
-        grid=grid,
-        resample_method="sum" if centroid else "linear",
         pipeline=Pipeline(tuple(steps)),
+        mz_range=(lo, hi),
+        ranges=ranges,
+        kind=kind,
+        notes=ann.notes,
     )
+
+
+def _processed_block(plan: LoadPlan, reader: ImzMLReader, idx: np.ndarray) -> np.ndarray:
+    """Spectra of a processed file, each through the pipeline on its own points."""
+    *pre, last = plan.pipeline.steps
+    if not isinstance(last, Bin):  # plan_loading never builds this
+        raise ValueError(f"{reader.path}: processed spectra need a bin width")
+    head = Pipeline(tuple(pre))
+    out = np.zeros((len(idx), len(last.edges) - 1))
+    for k, i in enumerate(idx.tolist()):
+        m, v = reader.spectrum(i)
+        if len(m) == 0:
+            continue  # an empty spectrum: all zeros (counted by the reader)
+        m2, v2 = head(m, np.asarray(v, dtype=np.float64)[None, :])
+        out[k] = last.bin_one(m2, v2[0])
+    return out
 
 
 def iter_table_blocks(
     plan: LoadPlan, block_size: int = 1024
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield ``(rows, mz, block)``: row indices into ``plan.annotations``, the output axis and
-    the (len(rows), L) float32 preprocessed spectra. Memory is bounded by ``block_size``."""
+    the (len(rows), L) float32 preprocessed spectra. Memory is bounded by ``block_size``.
+
+    Continuous files go through the pipeline a block at a time; processed spectra one by one,
+    each on its own points. Both apply the same rule, so a spectrum gives the same features
+    whichever mode stores it."""
     ann = plan.annotations
+    last = plan.pipeline.steps[-1]
     for fname, reader in plan.readers.items():
         rows_f = np.flatnonzero(ann.file == fname)
         for s in range(0, len(rows_f), block_size):
             rows = rows_f[s : s + block_size]
             idx = plan.spectrum_index[rows]
-            if plan.grid is None:
-                mz, block = reader.mz_axis(), reader.read_rows(idx).astype(np.float64)
+            if reader.mode == "continuous":
+                mz, block = reader.mz_axis(), reader.read_rows(idx)
+                if not np.issubdtype(block.dtype, np.floating):
+                    block = block.astype(np.float64)
+                out_mz, out = plan.pipeline(mz, block)
             else:
-                mz = plan.grid
-                block = np.empty((len(idx), len(mz)))
-                for k, i in enumerate(idx.tolist()):
-                    if reader.mode == "continuous":
-                        m, v = reader.mz_axis(), reader.read_rows([i])[0]
-                    else:
-                        m, v = reader.spectrum(i)
-                    block[k] = resample_spectrum(m, v, mz, method=plan.resample_method)
-            out_mz, out = plan.pipeline(mz, block)
+                assert isinstance(last, Bin)
+                out_mz, out = last.centers(), _processed_block(plan, reader, idx)
             yield rows, out_mz, out.astype(np.float32)
 
 
 def load_table(
     annotations_csv: str | Path | Annotations,
     *,
-    mz_range: tuple[float, float] | None = (700.0, 2000.0),
+    mz_range: tuple[float, float] | None = None,
     bin_width: float | None = None,
     preprocessing: Pipeline | tuple[Step, ...] | None = None,
     columns: AnnotationColumns | None = None,
     repair: bool = False,
+    pad: bool = False,
 ) -> SpectraTable:
     """Load all annotated spectra into a :class:`SpectraTable`.
 
     Parameters
     ----------
     annotations_csv : annotation CSV/TSV (its ``file`` column is relative to its folder).
-    mz_range : crop applied after TIC normalisation over the full loaded range; None keeps all.
-    bin_width : uniform bins (Da) over ``mz_range``; None keeps the native/common axis.
+    mz_range : range kept after TIC normalisation over each spectrum's full range; None
+        (default) the files' common range. See :func:`plan_loading`.
+    bin_width : uniform bins (Da) over the range; None keeps the native shared axis.
     preprocessing : extra steps applied on the full range *before* TIC normalisation.
-    columns : annotation column names. repair : see :class:`~doublebackprop.msi.data.imzml.ImzMLReader`.
+    columns : annotation column names.
+    repair : see :class:`~doublebackprop.msi.data.imzml.ImzMLReader`.
+    pad : zero-pad a requested range beyond a file's range instead of failing (reported).
 
     Examples
     --------
-    >>> t = load_table("cohort/annotations.csv", bin_width=0.5)   # doctest: +SKIP
+    >>> t = load_table("cohort/annotations.csv", mz_range=(700, 2000), bin_width=0.5)  # doctest: +SKIP
     >>> t.intensities.shape, t.classes                            # doctest: +SKIP
     ((2880, 2600), ('breast', 'ovarian'))
     """
@@ -249,6 +316,7 @@ def load_table(
         preprocessing=preprocessing,
         columns=columns,
         repair=repair,
+        pad=pad,
     )
     return table_from_plan(plan)
 
@@ -270,9 +338,6 @@ def table_from_plan(plan: LoadPlan, block_size: int = 1024) -> SpectraTable:
     x = np.concatenate(parts)
     if not np.array_equal(rows, np.arange(len(rows))):
         x = x[np.argsort(rows)]
-    for r in plan.readers.values():
-        if r.repairs:
-            logger.warning("%s: repairs %s", r.path, dict(r.repairs))
     return SpectraTable(
         mz=np.asarray(mz, dtype=np.float64),
         intensities=x,
@@ -285,4 +350,30 @@ def table_from_plan(plan: LoadPlan, block_size: int = 1024) -> SpectraTable:
         core=ann.core,
         extra=dict(ann.extra),
         pipeline=plan.pipeline.to_json(),
+        z=ann.z,
+        repaired=repaired_rows(plan),
+        notes=plan_notes(plan),
     )
+
+
+def repaired_rows(plan: LoadPlan) -> np.ndarray:
+    """(P,) str: the repairs made to each annotated spectrum, ``;``-separated (``""``: none).
+    Complete once every block of ``plan`` has been read."""
+    ann = plan.annotations
+    out = np.full(len(ann), "", dtype=object)
+    for fname, reader in plan.readers.items():
+        if reader.repairs:
+            logger.warning("%s: repairs %s", reader.path, dict(reader.repairs))
+        if not reader.repaired:
+            continue
+        for r in np.flatnonzero(ann.file == fname):
+            kinds = reader.repaired.get(int(plan.spectrum_index[r]))
+            if kinds:
+                out[r] = ";".join(sorted(kinds))
+    return out.astype(str)
+
+
+def plan_notes(plan: LoadPlan) -> tuple[str, ...]:
+    """The notes about the annotations and what the common m/z range cut or padded."""
+    ranges = tuple(r.describe() for r in plan.ranges if r.cut or r.padded)
+    return tuple(plan.notes) + ranges

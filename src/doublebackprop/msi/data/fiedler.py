@@ -28,6 +28,7 @@ from doublebackprop.msi.data.preprocess import (
     Pipeline,
     Step,
     TICNormalize,
+    inner_edges,
     uniform_edges,
 )
 
@@ -127,11 +128,13 @@ def load_fiedler2009(
         preprocessing.steps if isinstance(preprocessing, Pipeline) else tuple(preprocessing or ())
     )
     steps: list[Step] = [*user, TICNormalize()]
-    lo, hi = (mz0[0], mz0[-1]) if mz_range is None else mz_range
-    if mz_range is not None:
-        steps.append(Crop(float(lo), float(hi)))
-    if bin_width is not None:
-        steps.append(Bin(tuple(uniform_edges(float(lo), float(hi), bin_width).tolist()), "mean"))
+    lo, hi = (float(mz0[0]), float(mz0[-1])) if mz_range is None else mz_range
+    if bin_width is None:
+        if mz_range is not None:
+            steps.append(Crop(float(lo), float(hi)))
+    else:  # binned from the full axis: the bins, not a crop, bound the range
+        fit = inner_edges if mz_range is None else uniform_edges
+        steps.append(Bin(tuple(fit(float(lo), float(hi), bin_width).tolist()), "profile"))
     pipe = Pipeline(tuple(steps))
     mz, x = pipe(mz0, x)
     labels, patients, labs, files, rep = (np.asarray(v) for v in zip(*meta))

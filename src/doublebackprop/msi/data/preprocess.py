@@ -22,6 +22,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from doublebackprop.msi.data.binning import KINDS, bin_operator, bin_spectrum, uncovered_bins
+
 __all__ = [
     "Bin",
     "Crop",
@@ -35,8 +37,7 @@ __all__ = [
     "Step",
     "TICNormalize",
     "TopHatBaseline",
-    "bin_matrix",
-    "resample_spectrum",
+    "inner_edges",
     "uniform_edges",
 ]
 
@@ -134,90 +135,79 @@ def uniform_edges(mz_min: float, mz_max: float, width: float) -> np.ndarray:
     return mz_min + width * np.arange(n + 1, dtype=np.float64)
 
 
-def bin_matrix(mz: np.ndarray, edges: np.ndarray, method: str = "mean") -> Any:
-    """Sparse (L_in, L_out) matrix mapping spectra on ``mz`` to bins ``edges``.
-
-    ``method="sum"`` adds the points of a bin (centroid data, keeps the TIC); ``"mean"``
-    averages them (profile data: independent of the point density). Bins holding no point
-    are linearly interpolated from the profile at the bin centre, never left empty.
-    """
-    import scipy.sparse as sp
-
-    mz = np.asarray(mz, dtype=np.float64)
-    edges = np.asarray(edges, dtype=np.float64)
-    n_out = len(edges) - 1
-    b = np.searchsorted(edges, mz, side="right") - 1
-    inside = (b >= 0) & (b < n_out)
-    rows, cols = np.flatnonzero(inside), b[inside]
-    counts = np.bincount(cols, minlength=n_out).astype(np.float64)
-    w = np.ones(len(rows)) if method == "sum" else 1.0 / counts[cols]
-    if method not in ("sum", "mean"):
-        raise ValueError(f"method must be 'sum' or 'mean', got {method!r}")
-    empty = np.flatnonzero(counts == 0)
-    if empty.size and len(mz) > 1:
-        centre = 0.5 * (edges[empty] + edges[empty + 1])
-        j = np.clip(np.searchsorted(mz, centre) - 1, 0, len(mz) - 2)
-        t = np.clip((centre - mz[j]) / (mz[j + 1] - mz[j]), 0.0, 1.0)
-        rows = np.concatenate([rows, j, j + 1])
-        cols = np.concatenate([cols, empty, empty])
-        w = np.concatenate([w, 1 - t, t])
-    return sp.csr_matrix((w, (rows, cols)), shape=(len(mz), n_out))
+def inner_edges(mz_min: float, mz_max: float, width: float) -> np.ndarray:
+    """Bin edges of width ``width`` from ``mz_min`` whose last bin ends at or before ``mz_max``
+    (the bins of a measured range that must not reach beyond the data)."""
+    if width <= 0 or not mz_min < mz_max:
+        raise ValueError(
+            f"bin width must be > 0 and mz_min < mz_max (got {width}, {mz_min}, {mz_max})"
+        )
+    n = int(np.floor((mz_max - mz_min) / width + 1e-9))
+    if n < 1:
+        raise ValueError(f"the range {mz_min:g}–{mz_max:g} is narrower than one bin of {width:g}")
+    return mz_min + width * np.arange(n + 1, dtype=np.float64)
 
 
 @dataclass(frozen=True)
 class Bin(Step):
-    """Re-bin onto fixed ``edges`` (fitted once; stored with the dataset)."""
+    """Bin onto fixed ``edges`` (fitted once; stored with the dataset) by the rule of
+    :mod:`doublebackprop.msi.data.binning`: ``method="profile"`` integrates the linear profile
+    over each bin (divided by the bin width), ``"centroid"`` sums the centroids in each bin.
+
+    The spectra's axis must cover every bin: a bin reaching beyond the first or last point
+    raises :class:`ValueError`, unless ``pad=True``, which leaves the part outside the data at
+    zero (the loader reports which files were padded). ``"mean"`` and ``"sum"`` (stores written
+    by earlier versions) are read as ``"profile"`` and ``"centroid"``.
+    """
 
     edges: tuple[float, ...] = field(default=())
-    method: str = "mean"
+    method: str = "profile"
+    pad: bool = False
+
+    def __post_init__(self) -> None:
+        legacy = {"mean": "profile", "sum": "centroid"}
+        object.__setattr__(self, "method", legacy.get(self.method, self.method))
+        if self.method not in KINDS:
+            raise ValueError(f"Bin: method must be one of {KINDS}, got {self.method!r}")
+        if len(self.edges) < 2 or not np.all(np.diff(self.edges) > 0):
+            raise ValueError("Bin: needs at least two strictly increasing edges")
 
     def centers(self) -> np.ndarray:
         e = np.asarray(self.edges)
         return 0.5 * (e[1:] + e[:-1])
 
+    def check_covers(self, lo: float, hi: float, what: str = "the spectra") -> None:
+        """Raise unless ``[lo, hi]`` covers every bin (or ``pad``)."""
+        if not self.pad and uncovered_bins(lo, hi, np.asarray(self.edges)).any():
+            raise ValueError(
+                f"Bin: the bins span {self.edges[0]:g}–{self.edges[-1]:g} but {what} cover only "
+                f"{lo:g}–{hi:g}; choose a range inside the data or pad with zeros (pad=True)"
+            )
+
+    def bin_one(self, mz: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """One spectrum on its own axis, (K,) float64 (no coverage check)."""
+        return bin_spectrum(mz, values, np.asarray(self.edges), self.method)
+
+    def _operator(self, mz: np.ndarray) -> Any:
+        """(K, L) CSR matrix of the rule on ``mz``; kept for the last axis seen (the blocks
+        of one file share it)."""
+        cached = getattr(self, "_cached", None)
+        if cached is not None and cached[0].shape == mz.shape and np.array_equal(cached[0], mz):
+            return cached[1]
+        op = bin_operator(mz, np.asarray(self.edges), self.method).T.tocsr()
+        object.__setattr__(self, "_cached", (mz.copy(), op))
+        return op
+
     def apply(self, mz: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if len(self.edges) < 2:
-            raise ValueError("Bin: needs at least two edges")
-        edges = np.asarray(self.edges)
-        b = np.searchsorted(edges, mz, side="right") - 1
-        inside = (b >= 0) & (b < len(edges) - 1)
-        lo, hi = np.flatnonzero(inside)[[0, -1]] if inside.any() else (0, -1)
-        counts = np.bincount(b[inside], minlength=len(edges) - 1)
-        if inside.any() and counts.min() > 0 and np.all(inside[lo : hi + 1]):
-            # every bin holds points: contiguous segment sums (fast, memory-bound)
-            starts = lo + np.concatenate([[0], np.cumsum(counts)[:-1]])
-            out = np.add.reduceat(x, starts, axis=1)
-            if self.method == "mean":
-                out = out / counts.astype(x.dtype)
-            elif self.method != "sum":
-                raise ValueError(f"method must be 'sum' or 'mean', got {self.method!r}")
-            return self.centers(), out.astype(x.dtype, copy=False)
-        m = bin_matrix(mz, edges, self.method)
-        out = np.asarray((m.T @ x.T).T, dtype=x.dtype)
+        if mz.size:
+            self.check_covers(float(mz[0]), float(mz[-1]), "the axis")
+        op = self._operator(mz)
+        out = np.empty((x.shape[0], op.shape[0]), dtype=x.dtype)
+        rows = max(1, (1 << 21) // max(1, 8 * x.shape[1]))  # ~2 MiB of float64 at a time
+        for s in range(0, x.shape[0], rows):
+            xt = np.ascontiguousarray(x[s : s + rows].T, dtype=np.float64)  # (L, n), in cache
+            out[s : s + rows] = (op @ xt).T
         return self.centers(), out
-
-
-def resample_spectrum(
-    mz: np.ndarray, intensity: np.ndarray, grid: np.ndarray, *, method: str = "linear"
-) -> np.ndarray:
-    """One processed-mode spectrum onto the common ``grid``.
-
-    ``"linear"``: interpolation (profile data; zero outside the measured range);
-    ``"sum"``: each point added to its nearest grid point (centroid data; keeps the TIC).
-    """
-    out = np.zeros(len(grid), dtype=np.float64)
-    if len(mz) == 0:
-        return out
-    if method == "linear":
-        return np.interp(grid, mz, intensity, left=0.0, right=0.0)
-    if method == "sum":
-        j = np.clip(np.searchsorted(grid, mz), 1, len(grid) - 1)
-        j = np.where(np.abs(mz - grid[j - 1]) < np.abs(grid[j] - mz), j - 1, j)
-        ok = (mz >= grid[0] - (grid[1] - grid[0])) & (mz <= grid[-1] + (grid[-1] - grid[-2]))
-        return np.bincount(
-            j[ok], weights=np.asarray(intensity, dtype=np.float64)[ok], minlength=len(grid)
-        )
-    raise ValueError(f"method must be 'linear' or 'sum', got {method!r}")
 
 
 @dataclass(frozen=True)

@@ -9,22 +9,33 @@ stores) do not matter for a dataset written once by ``doublebackprop msi convert
 must not cross ``fork``: :class:`SpectraDataset` opens the file lazily in each worker.
 
 Layout: ``/mz`` (L,) float64; ``/intensities`` (N, L) float32, chunked by rows, gzip level 1;
-``/x``, ``/y`` int64; ``/label``, ``/patient``, ``/lab``, ``/file``, ``/core`` and
-``/extra/<name>`` UTF-8 strings; attributes ``pipeline`` (JSON of the preprocessing steps),
-``format`` and ``classes``.
+``/x``, ``/y``, ``/z`` int64; ``/label``, ``/patient``, ``/lab``, ``/file``, ``/core``,
+``/repaired`` (the repairs made to each spectrum, ``""`` for none) and ``/extra/<name>`` UTF-8
+strings; attributes ``pipeline`` (JSON of the preprocessing steps), ``format``, ``classes``,
+``notes`` (JSON list: annotation warnings, what the m/z range cut or padded per file) and
+``ranges`` (JSON: each file's measured range, cut and padded parts).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from doublebackprop.msi.data.dataset import LoadPlan, SpectraTable, iter_table_blocks
+from doublebackprop.msi.data.dataset import (
+    LoadPlan,
+    SpectraTable,
+    iter_table_blocks,
+    plan_notes,
+    repaired_rows,
+)
 
 __all__ = ["SpectraDataset", "SpectraStore", "build_store", "open_store"]
 
@@ -42,16 +53,39 @@ def build_store(
 ) -> Path:
     """Write every annotated spectrum of ``plan`` (see :func:`~.dataset.plan_loading`) to ``out``.
 
-    Memory is bounded by ``block_size`` spectra, whatever the size of the images.
+    Memory is bounded by ``block_size`` spectra, whatever the size of the images. The store is
+    written to a temporary file in the same folder and renamed onto ``out`` only when complete:
+    a failure leaves an existing ``out`` untouched and no partial file behind.
 
     Examples
     --------
     >>> plan = plan_loading("cohort/annotations.csv", bin_width=0.5)  # doctest: +SKIP
     >>> build_store(plan, "cohort.h5")                                # doctest: +SKIP
     """
+    out = Path(out)
+    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        _write(plan, tmp, chunk_rows=chunk_rows, block_size=block_size, progress=progress)
+        os.replace(tmp, out)  # atomic: the old store stays intact until the new one is complete
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    logger.info("wrote %d spectra to %s", len(plan.annotations), out)
+    return out
+
+
+def _write(
+    plan: LoadPlan,
+    out: Path,
+    *,
+    chunk_rows: int,
+    block_size: int,
+    progress: Callable[[int], None] | None,
+) -> None:
     import h5py
 
-    out = Path(out)
     ann = plan.annotations
     n = len(ann)
     str_t = h5py.string_dtype("utf-8")
@@ -75,8 +109,17 @@ def build_store(
             raise ValueError(f"{ann.source}: no annotated spectra to store")
         h5.create_dataset("x", data=ann.x)
         h5.create_dataset("y", data=ann.y)
-        for name in ("label", "patient", "lab", "file"):
-            h5.create_dataset(name, data=getattr(ann, name).astype(object), dtype=str_t)
+        if ann.z is not None:
+            h5.create_dataset("z", data=ann.z)
+        repaired = repaired_rows(plan)
+        for name, values in (
+            ("label", ann.label),
+            ("patient", ann.patient),
+            ("lab", ann.lab),
+            ("file", ann.file),
+            ("repaired", repaired),
+        ):
+            h5.create_dataset(name, data=values.astype(object), dtype=str_t)
         if ann.core is not None:
             h5.create_dataset("core", data=ann.core.astype(object), dtype=str_t)
         for k, v in ann.extra.items():
@@ -85,8 +128,8 @@ def build_store(
         h5.attrs["format"] = FORMAT
         h5.attrs["classes"] = json.dumps(sorted(set(ann.label.tolist())))
         h5.attrs["source"] = str(ann.source)
-    logger.info("wrote %d spectra to %s", n, out)
-    return out
+        h5.attrs["notes"] = json.dumps(list(plan_notes(plan)))
+        h5.attrs["ranges"] = json.dumps([dataclasses.asdict(r) for r in plan.ranges])
 
 
 class SpectraStore:
@@ -116,6 +159,9 @@ class SpectraStore:
         self.file = h["file"].asstr()[()]
         self.core = h["core"].asstr()[()] if "core" in h else None
         self.x, self.y = h["x"][()], h["y"][()]
+        self.z = h["z"][()] if "z" in h else None
+        self.repaired = h["repaired"].asstr()[()] if "repaired" in h else None
+        self.notes = tuple(json.loads(h.attrs.get("notes", "[]")))
         self.extra = {k: h["extra"][k].asstr()[()] for k in h["extra"]} if "extra" in h else {}
         self.pipeline = str(h.attrs["pipeline"])
         self.classes = tuple(json.loads(h.attrs["classes"]))
@@ -153,6 +199,9 @@ class SpectraStore:
             core=self.core,
             extra=dict(self.extra),
             pipeline=self.pipeline,
+            z=self.z,
+            repaired=self.repaired,
+            notes=self.notes,
         )
 
     def close(self) -> None:

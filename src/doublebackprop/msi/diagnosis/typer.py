@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ import torch
 from doublebackprop.attribution import gradient_x_input
 from doublebackprop.msi.data.dataset import iter_table_blocks, plan_loading
 from doublebackprop.msi.data.imzml import ImzMLReader
+from doublebackprop.msi.data.preprocess import Bin, Crop
 from doublebackprop.msi.diagnosis.bundle import Bundle, load_bundle
 from doublebackprop.msi.diagnosis.calibration import softmax
 
@@ -174,7 +175,7 @@ class TumourTyper:
         path = Path(path)
         reader = ImzMLReader(path, repair=repair)
         self.check_slide(reader)
-        load = self.bundle.provenance.get("loading", {})
+        lo, hi = self._model_range()
         with tempfile.TemporaryDirectory(prefix="dbp-slide-") as tmp:
             csv_path = Path(tmp) / "slide.csv"
             xy = reader.coordinates[:, :2]
@@ -191,12 +192,11 @@ class TumourTyper:
                         "?",
                     ]
                 )
-            plan = plan_loading(
-                csv_path,
-                mz_range=tuple(load["mz_range"]) if load.get("mz_range") else None,
-                bin_width=load.get("bin_width"),
-                repair=repair,
-            )
+            edges = self._edges()
+            width = None if edges is None else float(np.median(np.diff(edges)))
+            plan = plan_loading(csv_path, mz_range=(lo, hi), bin_width=width, repair=repair)
+            # the bundle's own steps (its bin edges exactly), not edges derived again
+            plan = replace(plan, pipeline=self.bundle.pipeline)
             for rows, out_mz, block in iter_table_blocks(plan, block_size=block_size):
                 self._check_axis(out_mz, str(path))
                 index = plan.spectrum_index[rows]
@@ -206,6 +206,20 @@ class TumourTyper:
                     progress(len(rows))
 
     # ------------------------------------------------------------------ checks
+    def _edges(self) -> np.ndarray | None:
+        last = self.bundle.pipeline.steps[-1] if self.bundle.pipeline.steps else None
+        return np.asarray(last.edges) if isinstance(last, Bin) else None
+
+    def _model_range(self) -> tuple[float, float]:
+        """The m/z range the bundle's preprocessing reads: its bin edges, or its crop."""
+        edges = self._edges()
+        if edges is not None:
+            return float(edges[0]), float(edges[-1])
+        crop = next((s for s in self.bundle.pipeline.steps if isinstance(s, Crop)), None)
+        if crop is not None:
+            return float(crop.mz_min), float(crop.mz_max)
+        return float(self.mz[0]), float(self.mz[-1])
+
     def check_slide(self, reader: ImzMLReader) -> None:
         """Refuse a slide (naming it) whose m/z range does not cover the model's axis, or whose
         spectrum type (profile/centroid) differs from the training data's."""
@@ -218,9 +232,8 @@ class TumourTyper:
             )
 
     def _check_covers(self, lo: float, hi: float, what: str) -> None:
-        step = float(np.median(np.diff(self.mz))) if len(self.mz) > 1 else 0.0
-        need_lo, need_hi = float(self.mz[0]) - step / 2, float(self.mz[-1]) + step / 2
-        tol = max(step, 1e-6)
+        need_lo, need_hi = self._model_range()
+        tol = 1e-6 * max(abs(need_hi), 1.0)
         if lo > need_lo + tol or hi < need_hi - tol:
             raise ValueError(
                 f"{what}: m/z range {lo:.2f}–{hi:.2f} does not cover the model's axis "

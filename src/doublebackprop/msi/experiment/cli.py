@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from doublebackprop.common.cliargs import float_list
+from doublebackprop.msi.cli import add_repair_argument
 from doublebackprop.msi.experiment.settings import MODEL_KEYS
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,8 @@ def _add_experiment_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar=("MIN", "MAX"),
-        help="crop after TIC normalisation (default 700 2000; --fiedler: the whole 1000-10000)",
+        help="range kept after TIC normalisation (default: 700 2000 for the simulated cohort and "
+        "--full, else the common range of your files; --fiedler: the whole 1000-10000)",
     )
     p.add_argument(
         "--bin-width",
@@ -116,6 +118,7 @@ def _add_experiment_arguments(p: argparse.ArgumentParser) -> None:
         "';'-separated further peaks of the same molecules)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_repair_argument(p)
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,20 +18,48 @@ from doublebackprop.msi.data.biomarkers import read_biomarkers
 from doublebackprop.msi.experiment.settings import model_specs, settings_from_args
 
 
-def _load(annotations: Path, mz_range: tuple[float, float], bin_width: float | None):
+def _load(
+    annotations: Path,
+    mz_range: tuple[float, float] | None,
+    bin_width: float | None,
+    *,
+    repair: bool = False,
+):
+    """The annotated spectra: the common m/z range of all files (their intersection), a
+    requested range checked against every file (an error naming the file that lacks it)."""
     from doublebackprop.msi.data.dataset import plan_loading, table_from_plan
 
-    plan = plan_loading(annotations, mz_range=None, bin_width=None)
-    extents = [r.mz_extent() for r in plan.readers.values()]
-    lo_d, hi_d = min(e[0] for e in extents), max(e[1] for e in extents)
-    lo, hi = mz_range
-    tol = 0.01 * (hi - lo)
-    if lo < lo_d - tol or hi > hi_d + tol:
-        raise ValueError(
-            f"--mz-range {lo:g}–{hi:g} lies outside the data's m/z range {lo_d:.1f}–{hi_d:.1f}"
-        )
-    plan = plan_loading(plan.annotations, mz_range=mz_range, bin_width=bin_width)
+    try:
+        plan = plan_loading(annotations, mz_range=mz_range, bin_width=bin_width, repair=repair)
+    except ValueError as exc:
+        if mz_range is not None and "does not cover the requested range" in str(exc):
+            lo, hi = mz_range
+            raise ValueError(f"--mz-range {lo:g}–{hi:g} lies outside the data: {exc}") from exc
+        raise
     return table_from_plan(plan)
+
+
+def data_record(table) -> dict:
+    """What the results record about the data: the m/z axis, the notes (annotation warnings,
+    what the common range cut per file) and every repaired spectrum by pixel."""
+    rep = table.repaired if table.repaired is not None else np.full(len(table), "")
+    rows = np.flatnonzero(rep != "")
+    z = table.z if table.z is not None else np.ones(len(table), dtype=np.int64)
+    return {
+        "mz_range": [float(table.mz[0]), float(table.mz[-1])],
+        "features": int(table.intensities.shape[1]),
+        "notes": list(table.notes),
+        "repaired_spectra": [
+            {
+                "file": str(table.file[r]),
+                "x": int(table.x[r]),
+                "y": int(table.y[r]),
+                "z": int(z[r]),
+                "repairs": str(rep[r]),
+            }
+            for r in rows.tolist()
+        ],
+    }
 
 
 #: ``after(annotations, table, settings, out) -> (figures, notes)``: more work on the same data,
@@ -54,7 +82,11 @@ def run_experiment(
     from doublebackprop.msi.training import TrainConfig
 
     t_start = time.perf_counter()
-    s = settings_from_args(args)  # bad options fail here, before any work
+    own = getattr(args, "annotations", None)
+    simulated = simulate_seed is not None or (
+        own is not None and (Path(own).parent / "ground_truth.json").is_file()
+    )  # a cohort written by `msi simulate` keeps the paper's range as its default
+    s = settings_from_args(args, simulated=simulated)  # bad options fail here, before any work
     train = TrainConfig(
         epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"], engine=args.engine
     )
@@ -92,7 +124,9 @@ def run_experiment(
         annotations = default_fiedler_path()
         table = load_fiedler2009(annotations, mz_range=s["mz_range"], bin_width=s["bin_width"])
     else:
-        table = _load(annotations, s["mz_range"], s["bin_width"])
+        table = _load(
+            annotations, s["mz_range"], s["bin_width"], repair=getattr(args, "repair", False)
+        )
     _say(
         f"{len(table)} spectra × {table.intensities.shape[1]} m/z bins, classes "
         f"{table.classes}, labs {sorted(set(table.lab.tolist()))}"
@@ -165,6 +199,10 @@ def run_experiment(
             else "Quick demo settings; --full runs the paper's 400 epochs and λ grid."
         )
     ]
+    notes += [f"Data: {n}" for n in table.notes]
+    n_rep = 0 if table.repaired is None else int((table.repaired != "").sum())
+    if n_rep:
+        notes.append(f"Data: {n_rep} spectra repaired (--repair); listed in settings.json.")
     write_report(result, out, plots, notes=[*notes, *more_notes])
     (out / "settings.json").write_text(
         json.dumps(
@@ -175,6 +213,7 @@ def run_experiment(
                 "seconds": seconds,
                 "annotations": str(annotations),
                 "simulated_seed": simulate_seed,
+                "data": data_record(table),
             },
             indent=1,
         )

@@ -61,10 +61,13 @@ FIEDLER: dict[str, Any] = dict(
 )
 
 
-def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The preset (quick, ``--full`` or ``--fiedler``) with the explicit options applied on top.
+def settings_from_args(args: argparse.Namespace, *, simulated: bool = True) -> dict[str, Any]:
+    """The settings of one run. ``simulated``: the data is the simulated cohort, whose default
+    m/z range is the paper's 700–2000 (as for ``--full``); for user data the default range is
+    None, the files' common range.
 
-    Raises ``ValueError`` naming the option for values that cannot work, before any work starts."""
+    Raises ``ValueError`` naming the option for values that cannot work, before any work starts.
+    """
     base: dict[str, Any] = dict(FULL if args.full else QUICK)
     if getattr(args, "fiedler", False):
         base.update(FIEDLER)
@@ -96,7 +99,8 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if base["refit"] is False and base["inner_folds"] != 1:
         raise ValueError("--no-refit needs --inner-folds 1")
     base["mz_range"] = None if args.mz_range is None else tuple(args.mz_range)
-    if base["mz_range"] is None and not getattr(args, "fiedler", False):
+    fiedler = getattr(args, "fiedler", False)
+    if base["mz_range"] is None and not fiedler and (simulated or args.full):
         base["mz_range"] = (700.0, 2000.0)  # docs/papers.md
     if base["mz_range"] is not None and not base["mz_range"][0] < base["mz_range"][1]:
         lo, hi = base["mz_range"]

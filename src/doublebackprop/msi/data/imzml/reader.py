@@ -1,10 +1,13 @@
 """Reading imzML 1.1 (continuous and processed mode, 32/64-bit arrays).
 
 Reading: the XML metadata (offsets, lengths, coordinates, precisions, mode, UUID) is parsed by
-``pyimzML``; the binary data is read by memory-mapping the ``.ibd`` file. For continuous files
-whose spectra lie at equally spaced offsets (what every writer produces) a block of spectra is a
-single strided view of the map, so thousands of spectra are read with one copy instead of one seek
-per spectrum. Bad input is reported with the file name and the spectrum index/pixel:
+``pyimzML``; the binary data is read from the ``.ibd`` file in bounded windows (one positioned
+read of at most ``window_bytes``), never by mapping the whole file, so a file larger than the
+address space left to the process is read as well as a small one. For continuous files whose
+spectra lie at equally spaced offsets (what every writer produces) the spectra of a window are one
+strided view of that read. zlib-compressed arrays (legal in imzML) are decompressed per spectrum;
+other compressions are refused with an error naming them. Bad input is reported with the file
+name and the spectrum index/pixel:
 
 * a missing ``.ibd`` (:class:`FileNotFoundError`), a UUID that differs between ``.imzML`` and the
   first 16 bytes of the ``.ibd``, spectra whose data run past the end of a truncated ``.ibd``,
@@ -13,6 +16,7 @@ per spectrum. Bad input is reported with the file name and the spectrum index/pi
   length, NaN or negative intensities: :class:`ValueError` by default; with ``repair=True``
   m/z arrays are sorted and NaN/negative intensities set to zero, and every repair is counted in
   :attr:`ImzMLReader.repairs` and logged (never a silent change);
+* two spectra at the same (x, y, z) pixel (:class:`ValueError` naming both);
 * empty spectra are legal in imzML: they are counted (``repairs["empty"]``) and read as zero-length
   arrays; after resampling they become all-zero spectra, which TIC normalisation handles explicitly.
 """
@@ -20,6 +24,8 @@ per spectrum. Bad input is reported with the file name and the spectrum index/pi
 from __future__ import annotations
 
 import logging
+import os
+import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -28,6 +34,7 @@ from types import TracebackType
 import numpy as np
 
 from doublebackprop.msi.data.imzml._common import _norm_uuid
+from doublebackprop.msi.data.imzml._compression import compression, encoded_lengths
 
 __all__ = ["ImzMLReader", "open_imzml"]
 
@@ -48,7 +55,9 @@ class ImzMLReader:
     ----------
     path : path of the ``.imzML`` file (the ``.ibd`` beside it has the same stem).
     repair : if true, sort unsorted m/z arrays and set NaN/negative intensities to zero, counting
-        each repair in :attr:`repairs`; if false (default) such spectra raise :class:`ValueError`.
+        each repair in :attr:`repairs` and :attr:`repaired` (per spectrum); if false (default)
+        such spectra raise :class:`ValueError`.
+    window_bytes : the most bytes of the ``.ibd`` read at once (bounds the memory of a read).
 
     Attributes
     ----------
@@ -62,7 +71,9 @@ class ImzMLReader:
     ...     block = r.read_block(0, 1000)      # (1000, L) for a continuous file
     """
 
-    def __init__(self, path: str | Path, *, repair: bool = False) -> None:
+    def __init__(
+        self, path: str | Path, *, repair: bool = False, window_bytes: int = 64 << 20
+    ) -> None:
         from pyimzml.ImzMLParser import ImzMLParser
 
         self.path = Path(path)
@@ -70,7 +81,12 @@ class ImzMLReader:
             raise FileNotFoundError(f"{self.path}: imzML file not found")
         self.ibd_path = _ibd_path(self.path)
         self.repair = repair
+        self.window_bytes = int(window_bytes)
+        if self.window_bytes < 1:
+            raise ValueError(f"window_bytes must be >= 1, got {window_bytes}")
         self.repairs: Counter[str] = Counter()
+        #: spectrum index -> the repairs made to it (sorted m/z, invalid intensities)
+        self.repaired: dict[int, set[str]] = {}
         try:
             parser = ImzMLParser(str(self.path), ibd_file=None)
         except Exception as exc:  # pyimzML raises assorted types on malformed XML
@@ -89,14 +105,37 @@ class ImzMLReader:
         self._int_off = np.asarray(parser.intensityOffsets, dtype=np.int64)
         self._int_len = np.asarray(parser.intensityLengths, dtype=np.int64)
         self.n_spectra = len(self.coordinates)
+        self.compression = compression(self.path, parser)
+        self._mz_enc = self._mz_len * self.mz_dtype.itemsize
+        self._int_enc = self._int_len * self.intensity_dtype.itemsize
+        if self.compression == "zlib":
+            self._mz_enc, self._int_enc = encoded_lengths(
+                self.path, self.n_spectra, parser.mzGroupId
+            )
+        self._check_coordinates()
         self._check_ibd()
-        self._map: np.memmap | None = None
+        self._fd: int | None = None
         self._mz_axis: np.ndarray | None = None
 
     # ------------------------------------------------------------------ validation
     def _where(self, i: int) -> str:
         x, y, _ = self.coordinates[i]
         return f"{self.path}: spectrum {i} (pixel x={x}, y={y})"
+
+    def _check_coordinates(self) -> None:
+        if not self.n_spectra:
+            return
+        c = self.coordinates
+        order = np.lexsort((np.arange(len(c)), c[:, 2], c[:, 1], c[:, 0]))
+        same = np.all(c[order][1:] == c[order][:-1], axis=1)
+        if same.any():
+            k = int(np.flatnonzero(same)[0])
+            i, j = int(order[k]), int(order[k + 1])
+            x, y, z = (int(v) for v in c[i])
+            raise ValueError(
+                f"{self.path}: spectra {i} and {j} are both at pixel x={x}, y={y}, z={z} "
+                f"(duplicate coordinates; {int(same.sum())} duplicates in all)"
+            )
 
     def _check_ibd(self) -> None:
         size = self.ibd_path.stat().st_size
@@ -107,10 +146,7 @@ class ImzMLReader:
                 f"{self.path}: UUID {self.uuid} does not match the UUID {head.hex()} in "
                 f"{self.ibd_path.name}"
             )
-        ends = np.maximum(
-            self._mz_off + self._mz_len * self.mz_dtype.itemsize,
-            self._int_off + self._int_len * self.intensity_dtype.itemsize,
-        )
+        ends = np.maximum(self._mz_off + self._mz_enc, self._int_off + self._int_enc)
         bad = np.flatnonzero(ends > size)
         if bad.size:
             raise ValueError(
@@ -119,10 +155,10 @@ class ImzMLReader:
                 f"{bad.size} spectra affected"
             )
         if self.mode == "continuous" and self.n_spectra:
-            if np.any(self._mz_off != self._mz_off[0]) or np.any(self._mz_len != self._mz_len[0]):
+            if np.any(self._mz_off != self._mz_off[0]) or np.any(self._mz_enc != self._mz_enc[0]):
                 i = int(
                     np.flatnonzero(
-                        (self._mz_off != self._mz_off[0]) | (self._mz_len != self._mz_len[0])
+                        (self._mz_off != self._mz_off[0]) | (self._mz_enc != self._mz_enc[0])
                     )[0]
                 )
                 raise ValueError(f"{self._where(i)}: continuous file but m/z array differs")
@@ -130,15 +166,50 @@ class ImzMLReader:
                 i = int(np.flatnonzero(self._int_len != self._mz_len[0])[0])
                 raise ValueError(f"{self._where(i)}: intensity length differs from m/z length")
 
-    @property
-    def _mm(self) -> np.memmap:
-        if self._map is None:
-            self._map = np.memmap(self.ibd_path, dtype=np.uint8, mode="r")
-        return self._map
+    def _read(self, offset: int, nbytes: int) -> np.ndarray:
+        """``nbytes`` bytes of the ``.ibd`` from ``offset`` (one positioned read), as uint8."""
+        if self._fd is None:
+            try:
+                self._fd = os.open(self.ibd_path, os.O_RDONLY)
+            except OSError as exc:
+                raise OSError(f"{self.ibd_path}: cannot open ({exc.strerror})") from exc
+        try:
+            buf = np.empty(nbytes, dtype=np.uint8)  # writable, not zero-filled: no extra pass
+            got = os.preadv(self._fd, [memoryview(buf)], offset)
+        except (OSError, MemoryError) as exc:
+            raise OSError(
+                f"{self.ibd_path}: cannot read {nbytes} bytes at offset {offset} ({exc}); "
+                "a smaller window_bytes or block size needs less memory"
+            ) from exc
+        if got != nbytes:
+            raise ValueError(f"{self.ibd_path}: short read at offset {offset} (truncated .ibd?)")
+        return buf
+
+    def _array(self, offset: int, n: int, nbytes: int, dtype: np.dtype, i: int) -> np.ndarray:
+        """One array of spectrum ``i``: ``n`` values of ``dtype`` stored in ``nbytes`` bytes."""
+        raw = self._read(offset, nbytes)
+        if self.compression == "zlib":
+            try:
+                raw = np.frombuffer(bytearray(zlib.decompress(raw)), dtype=np.uint8)
+            except zlib.error as exc:
+                raise ValueError(f"{self._where(i)}: cannot decompress zlib data ({exc})") from exc
+        if raw.size != n * dtype.itemsize:
+            raise ValueError(
+                f"{self._where(i)}: {raw.size} bytes of data for {n} values of {dtype}"
+            )
+        return raw.view(dtype)
 
     def close(self) -> None:
-        """Release the memory map."""
-        self._map = None
+        """Close the ``.ibd`` file."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
 
     def __enter__(self) -> ImzMLReader:
         return self
@@ -148,24 +219,29 @@ class ImzMLReader:
     ) -> None:
         self.close()
 
-    def _check_values(self, values: np.ndarray, first: int) -> np.ndarray:
-        """NaN/negative check of a (n, L) or (L,) block starting at spectrum ``first``."""
-        if values.size == 0 or (np.isfinite(values.sum(dtype=np.float64)) and values.min() >= 0):
-            return values  # fast path: two reductions, no temporaries
+    def _check_values(self, values: np.ndarray, first: int | np.ndarray) -> np.ndarray:
+        """NaN/negative check of a (n, L) or (L,) block of spectra ``first``, ``first + 1``, …
+        (or of the spectrum indices ``first``)."""
+        if values.size == 0 or (np.isfinite(values.sum()) and values.min() >= 0):
+            return values  # fast path: two reductions in the native dtype, no temporaries
         bad = ~np.isfinite(values) | (values < 0)
         if not bad.any():
             return values
         rows = np.flatnonzero(bad.reshape(len(values), -1).any(axis=1)) if values.ndim == 2 else [0]
+        n = len(values) if values.ndim == 2 else 1
+        index = np.arange(first, first + n) if np.ndim(first) == 0 else np.asarray(first)
         if not self.repair:
             kind = "NaN/inf" if not np.isfinite(values).all() else "negative"
             raise ValueError(
-                f"{self._where(first + int(rows[0]))}: {kind} intensities "
+                f"{self._where(int(index[rows[0]]))}: {kind} intensities "
                 f"({int(bad.sum())} values in {len(rows)} spectra of this block); "
                 "pass repair=True to set them to zero"
             )
         values = np.where(bad, 0, values)
         self.repairs["invalid_intensity_values"] += int(bad.sum())
         self.repairs["spectra_with_invalid_intensities"] += len(rows)
+        for r in rows:
+            self.repaired.setdefault(int(index[r]), set()).add("invalid_intensities")
         logger.warning("%s: set %d NaN/negative intensities to zero", self.path, int(bad.sum()))
         return values
 
@@ -175,11 +251,10 @@ class ImzMLReader:
         if self.mode != "continuous":
             raise ValueError(f"{self.path}: processed file has no shared m/z axis")
         if self._mz_axis is None:
-            n = int(self._mz_len[0]) if self.n_spectra else 0
-            off = int(self._mz_off[0]) if self.n_spectra else 0
-            mz = np.frombuffer(self._mm, dtype=self.mz_dtype, count=n, offset=off).astype(
-                np.float64
-            )
+            if not self.n_spectra:
+                return np.zeros(0)
+            n, enc = int(self._mz_len[0]), int(self._mz_enc[0])
+            mz = self._array(int(self._mz_off[0]), n, enc, self.mz_dtype, 0).astype(np.float64)
             if n > 1 and not np.all(np.diff(mz) > 0):
                 raise ValueError(f"{self.path}: continuous m/z axis is not strictly increasing")
             self._mz_axis = mz
@@ -192,64 +267,61 @@ class ImzMLReader:
         -------
         (stop - start, L) array in the file's intensity dtype (a copy).
         """
-        if self.mode != "continuous":
-            raise ValueError(f"{self.path}: read_block needs a continuous file (use spectrum())")
         start, stop = max(0, start), min(stop, self.n_spectra)
-        n_rows, length = max(0, stop - start), int(self._mz_len[0]) if self.n_spectra else 0
-        dt = self.intensity_dtype
-        out = np.empty((n_rows, length), dtype=dt)
-        if n_rows == 0:
-            return out
-        offs = self._int_off[start:stop]
-        steps = np.diff(offs)
-        if n_rows == 1 or (np.all(steps == steps[0]) and steps[0] > 0):
-            step = int(steps[0]) if n_rows > 1 else length * dt.itemsize
-            view = np.ndarray(
-                (n_rows, length),
-                dtype=dt,
-                buffer=self._mm,
-                offset=int(offs[0]),
-                strides=(step, dt.itemsize),
-            )
-            out[...] = view
-        else:  # irregular layout: one cheap view per row, still no file seeks
-            for k, o in enumerate(offs):
-                out[k] = np.frombuffer(self._mm, dtype=dt, count=length, offset=int(o))
-        return self._check_values(out, start)
+        return self.read_rows(np.arange(start, max(start, stop)))
 
     def read_rows(self, indices: np.ndarray | Sequence[int]) -> np.ndarray:
-        """Intensities of the spectra ``indices`` (any order) of a continuous file, (n, L)."""
+        """Intensities of the spectra ``indices`` (any order) of a continuous file, (n, L).
+
+        The spectra are read in windows of at most ``window_bytes`` of the file (sorted by
+        offset); within a window, equally spaced spectra are one strided view."""
         if self.mode != "continuous":
             raise ValueError(f"{self.path}: read_rows needs a continuous file (use spectrum())")
-        idx = np.asarray(indices, dtype=np.int64)
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= self.n_spectra):
             raise IndexError(f"{self.path}: spectrum index out of range 0..{self.n_spectra - 1}")
         length, dt = int(self._mz_len[0]) if self.n_spectra else 0, self.intensity_dtype
-        steps = np.diff(self._int_off)
-        if self.n_spectra and (self.n_spectra == 1 or (np.all(steps == steps[0]) and steps[0] > 0)):
-            step = int(steps[0]) if self.n_spectra > 1 else length * dt.itemsize
-            full = np.ndarray(
-                (self.n_spectra, length),
-                dtype=dt,
-                buffer=self._mm,
-                offset=int(self._int_off[0]),
-                strides=(step, dt.itemsize),
-            )
-            out = full[idx]
-        else:
-            out = np.empty((idx.size, length), dtype=dt)
+        out = np.empty((idx.size, length), dtype=dt)
+        if idx.size == 0:
+            return out
+        if self.compression != "none":
             for k, i in enumerate(idx.tolist()):
-                out[k] = np.frombuffer(
-                    self._mm, dtype=dt, count=length, offset=int(self._int_off[i])
+                out[k] = self._array(int(self._int_off[i]), length, int(self._int_enc[i]), dt, i)
+            return self._check_values(out, idx)
+        order = np.argsort(self._int_off[idx], kind="stable")
+        offs = self._int_off[idx[order]]
+        nbytes = length * dt.itemsize
+        span = int(offs[-1] - offs[0]) + nbytes
+        if (
+            span <= self.window_bytes
+            and np.array_equal(order, np.arange(idx.size))
+            and np.all(np.diff(offs) == nbytes)
+        ):  # consecutive, contiguous spectra in one window: the read is the array
+            buf = self._read(int(offs[0]), span)
+            block = buf.view(dt).reshape(idx.size, length)
+            return self._check_values(block, idx)
+        s = 0
+        while s < len(order):
+            lo = int(offs[s])
+            e = s + int(np.searchsorted(offs[s:], lo + max(self.window_bytes - nbytes, 0), "right"))
+            e = max(e, s + 1)
+            buf = self._read(lo, int(offs[e - 1]) - lo + nbytes)
+            rel = offs[s:e] - lo
+            steps = np.diff(rel)
+            if e - s > 1 and steps.size and np.all(rel % steps[0] == 0) and steps[0] >= nbytes:
+                step = int(steps[0])
+                view = np.ndarray(
+                    (int(rel[-1]) // step + 1, length),
+                    dtype=dt,
+                    buffer=buf,
+                    strides=(step, dt.itemsize),
                 )
-        if idx.size:
-            bad = ~np.isfinite(out) | (out < 0)
-            if bad.any():
-                r = int(np.flatnonzero(bad.any(axis=1))[0])
-                if not self.repair:
-                    return self._check_values(out[r : r + 1], int(idx[r]))  # raises, naming it
-                out = self._check_values(out, 0)
-        return out
+                out[order[s:e]] = view[rel // step]
+            else:
+                for k, r in zip(order[s:e].tolist(), rel.tolist()):
+                    out[k] = buf[int(r) : int(r) + nbytes].view(dt)
+            s = e
+        return self._check_values(out, idx)
 
     def iter_blocks(self, block_size: int = 2048) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(start, block)`` for consecutive blocks of a continuous file."""
@@ -272,9 +344,13 @@ class ImzMLReader:
             self.repairs["empty"] += 1
             logger.info("%s: empty spectrum", self._where(i))
             return np.zeros(0), np.zeros(0, dtype=self.intensity_dtype)
-        mz = np.frombuffer(self._mm, self.mz_dtype, n, int(self._mz_off[i])).astype(np.float64)
-        it = np.frombuffer(self._mm, self.intensity_dtype, n, int(self._int_off[i])).copy()
-        it = self._check_values(it, i)
+        if self.mode == "continuous":
+            mz = self.mz_axis()
+        else:
+            mz = self._array(int(self._mz_off[i]), n, int(self._mz_enc[i]), self.mz_dtype, i)
+            mz = mz.astype(np.float64)
+        it = self._array(int(self._int_off[i]), n, int(self._int_enc[i]), self.intensity_dtype, i)
+        it = self._check_values(it.copy(), i)
         d = np.diff(mz)
         if np.any(d <= 0) or not np.all(np.isfinite(mz)):
             if not self.repair or not np.all(np.isfinite(mz)):
@@ -282,6 +358,7 @@ class ImzMLReader:
             order = np.argsort(mz, kind="stable")
             mz, it = mz[order], it[order]
             self.repairs["sorted_mz"] += 1
+            self.repaired.setdefault(i, set()).add("sorted_mz")
             logger.warning("%s: sorted an unsorted m/z array", self._where(i))
         return mz, it
 
@@ -294,11 +371,32 @@ class ImzMLReader:
         for i in range(self.n_spectra):
             n = int(self._mz_len[i])
             if n:
-                mz = np.frombuffer(self._mm, self.mz_dtype, n, int(self._mz_off[i]))
+                mz = self._array(int(self._mz_off[i]), n, int(self._mz_enc[i]), self.mz_dtype, i)
                 lo, hi = min(lo, float(mz.min())), max(hi, float(mz.max()))
         return lo, hi
 
+    def value_counts(self) -> dict[str, int]:
+        """Counts of NaN, infinite, negative and zero intensities over the whole file (read in
+        windows; no repair, no error)."""
+        counts = dict.fromkeys(("values", "nan", "inf", "negative", "zero"), 0)
+        for i in range(self.n_spectra):
+            n = int(self._int_len[i])
+            if not n:
+                continue
+            v = self._array(
+                int(self._int_off[i]), n, int(self._int_enc[i]), self.intensity_dtype, i
+            )
+            counts["values"] += n
+            if v.dtype.kind == "f":
+                counts["nan"] += int(np.isnan(v).sum())
+                counts["inf"] += int(np.isinf(v).sum())
+            counts["negative"] += int((v < 0).sum())
+            counts["zero"] += int((v == 0).sum())
+        return counts
 
-def open_imzml(path: str | Path, *, repair: bool = False) -> ImzMLReader:
+
+def open_imzml(
+    path: str | Path, *, repair: bool = False, window_bytes: int = 64 << 20
+) -> ImzMLReader:
     """Open an imzML/ibd pair for reading; see :class:`ImzMLReader`."""
-    return ImzMLReader(path, repair=repair)
+    return ImzMLReader(path, repair=repair, window_bytes=window_bytes)

@@ -1,6 +1,6 @@
 """Writing imzML 1.1: :class:`ImzMLWriter` streams spectra to the ``.ibd`` (UUID first, then the
 arrays) and writes the ``.imzML`` on close, so a cohort larger than memory can be written spectrum
-by spectrum."""
+by spectrum. An exception inside ``with ImzMLWriter(...)`` removes the partial files instead."""
 
 from __future__ import annotations
 
@@ -146,10 +146,22 @@ class ImzMLWriter:
     def __enter__(self) -> ImzMLWriter:
         return self
 
+    def abort(self) -> None:
+        """Give up: close and delete the ``.ibd`` and remove the ``.imzML`` at this path, so no
+        partial file can be read as complete (called on an exception inside ``with``)."""
+        if not self._ibd.closed:
+            self._ibd.close()
+        self.path.with_suffix(".ibd").unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)
+        logger.warning("%s: writing failed; partial files removed", self.path)
+
     def __exit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close()
+        if et is not None:
+            self.abort()
+        else:
+            self.close()
 
     def _write_xml(self) -> None:
         mzacc, mzname = _DTYPE_CV[self.mz_dtype]
