@@ -37,9 +37,10 @@ def run_demo(args: argparse.Namespace) -> int:
     """Run the demo as :func:`add_demo_arguments` parsed it; returns the exit code."""
     from doublebackprop.msi.experiment.runner import run_experiment
 
-    own_data = getattr(args, "annotations", None) or getattr(args, "fiedler", False)
-    seed = None if own_data else int(getattr(args, "seed", 0))
-    typing = not args.no_typing and not getattr(args, "fiedler", False)
+    own_data = args.annotations or args.store or args.fiedler
+    seed = None if own_data else int(args.seed)
+    # typing needs the imzML slides: not from a store, not for the 16 serum spectra
+    typing = not (args.no_typing or args.fiedler or args.store)
     return run_experiment(args, simulate_seed=seed, after=type_second_lab if typing else None)
 
 

@@ -204,3 +204,25 @@ def test_demo_on_fiedler_is_leave_one_site_out(fiedler_path, tmp_path):
     settings = json.loads((out / "settings.json").read_text())["settings"]
     assert settings["lambdas"] == [0.3] and settings["refit"] is True
     assert (out / "report.html").is_file()
+
+
+def test_interlab_from_a_store_equals_interlab_from_the_files(cohort, tmp_path):
+    """``--store`` (converted once) gives the same records as reading the imzML files."""
+    files = sorted(str(p) for p in cohort.parent.glob("*.imzML"))
+    store = tmp_path / "s.h5"
+    convert = ["msi", "convert", *files, "--annotations", str(cohort), "--out", str(store)]
+    assert _cli([*convert, "--bin-width", "2", "--mz-min", "700", "--mz-max", "2000"]) == 0
+    i = FAST.index("--bin-width")
+    fast = FAST[:i] + FAST[i + 2 :]  # the store fixed the axis
+    runs = {}
+    for name, source in (
+        ("files", ["--annotations", str(cohort), "--mz-range", "700", "2000", "--bin-width", "2"]),
+        ("store", ["--store", str(store)]),
+    ):
+        out = tmp_path / name
+        argv = ["msi", "interlab", *source, "--out", str(out), "--models", "linear", *fast]
+        assert _cli(argv) == 0
+        runs[name] = json.loads((out / "results.json").read_text())
+    assert runs["store"] == runs["files"]
+    bad = ["msi", "interlab", "--store", str(store), "--out", str(tmp_path / "x"), *FAST]
+    assert _cli(bad) == 2  # --bin-width with a store is refused

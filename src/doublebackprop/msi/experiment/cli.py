@@ -134,6 +134,12 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         "instead of the simulated cohort",
     )
     source.add_argument(
+        "--store",
+        type=Path,
+        default=None,
+        help="an HDF5 store from `msi convert` instead of the simulated cohort (converted once)",
+    )
+    source.add_argument(
         "--fiedler",
         action="store_true",
         help="the real fiedler2009subset (16 MALDI-TOF serum spectra, two sites) instead of the "
@@ -150,11 +156,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train on one lab, test on the other (both directions, patient-grouped "
         "folds); write results.json, results.csv, plots and report.html to --out.",
     )
-    p.add_argument(
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "--annotations",
         type=Path,
-        required=True,
         help="annotation CSV: file,x,y,label,patient,lab[,core]",
+    )
+    source.add_argument(
+        "--store", type=Path, help="an HDF5 store from `msi convert` (large data, converted once)"
     )
     _add_experiment_arguments(p)
     p.set_defaults(func=run_interlab_command)

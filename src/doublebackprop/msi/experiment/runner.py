@@ -118,7 +118,19 @@ def run_experiment(
             biomarkers = read_biomarkers(cohort.biomarkers)
     else:
         annotations = args.annotations
-    if fiedler:
+    store = getattr(args, "store", None)
+    if store is not None:
+        from doublebackprop.msi.data.store import open_store
+
+        if args.mz_range is not None or args.bin_width is not None:
+            raise ValueError(
+                "--store: the store's m/z axis was fixed by `msi convert`; drop --mz-range and "
+                "--bin-width (or convert again with them)"
+            )
+        with open_store(store) as st:
+            table = st.to_table()
+        annotations = store
+    elif fiedler:
         from doublebackprop.msi.data.fiedler import default_fiedler_path, load_fiedler2009
 
         annotations = default_fiedler_path()
