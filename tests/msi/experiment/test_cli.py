@@ -94,6 +94,17 @@ def test_interlab_command_writes_contract_outputs(cohort, tmp_path, capsys):
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "isotopenet + DRR" in html
     assert (out / "results.csv").exists() and (out / "accuracy.png").exists()
+    assert "Most relevant m/z" in html and "annotation file" in html and "DRR λ grid" in html
+    assert (out / "class_maps_1.png").exists() and (out / "ion_images_1.png").exists()
+    with open(out / "predictions.csv", newline="") as fh:
+        spots = list(csv.DictReader(fh))
+    truth = {(r["file"], r["x"], r["y"]): r["label"] for r in csv.DictReader(open(cohort))}
+    # every test spot of every arm: inter-lab directions test every spot once per model
+    n_interlab = sum(1 for s in spots if s["protocol"] == "interlab")
+    assert n_interlab == 3 * len(truth)
+    for s in spots:
+        assert s["label"] == truth[(s["file"], s["x"], s["y"])]
+        assert s["predicted"] in ("breast", "ovarian") and s["source"] != "" and s["target"] != ""
     printed = capsys.readouterr().out
     assert "pooled" in printed and "spot BA" in printed
 

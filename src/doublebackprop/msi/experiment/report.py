@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from doublebackprop.common.plotting import pyplot
-from doublebackprop.msi.experiment.interpret import prediction_images
 from doublebackprop.msi.experiment.protocol import ExperimentResult
+from doublebackprop.msi.experiment.results import record_label
 
-__all__ = ["format_table", "write_plots", "write_report", "write_tables"]
+__all__ = ["format_table", "write_predictions", "write_report", "write_tables"]
 
 _COLUMNS = (
     "model",
@@ -32,10 +31,6 @@ _COLUMNS = (
 
 def _pct(v: float | None) -> str:
     return "–" if v is None or not np.isfinite(v) else f"{100 * v:.1f}"
-
-
-def _label(rec: dict) -> str:
-    return rec["model"] + (" + DRR" if rec["drr"] else "")
 
 
 def _hyper(rec: dict) -> str:
@@ -61,7 +56,7 @@ def format_table(records: Sequence[dict]) -> str:
         spot = f"{_pct(r['spot_balanced_accuracy'])} [{_pct(s_ci[0])}, {_pct(s_ci[1])}]"
         pat = f"{_pct(r['patient_balanced_accuracy'])} [{_pct(p_ci[0])}, {_pct(p_ci[1])}]"
         lines.append(
-            f"{_label(r):<18}{r['direction']:<{dw}}{spot:<24}{pat:<25}"
+            f"{record_label(r):<18}{r['direction']:<{dw}}{spot:<24}{pat:<25}"
             f"{_pct(r.get('relevance_on_biomarkers')):<21}"
             f"{_pct(r.get('relevance_top1pct_mass')):<14}"
         )
@@ -90,188 +85,84 @@ def write_tables(records: Sequence[dict], out_dir: str | Path) -> tuple[Path, Pa
     return js, csv_path
 
 
+def write_predictions(
+    result: ExperimentResult,
+    out_dir: str | Path,
+    *,
+    file: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    patient: np.ndarray,
+    label: np.ndarray,
+) -> Path:
+    """``predictions.csv``: every test spot of every arm with its true and predicted class.
+
+    Parameters
+    ----------
+    result : ExperimentResult
+    out_dir : str or Path
+    file, x, y, patient, label : ndarray
+        ``(N,)`` per spot of the cohort: imzML file, pixel, patient, true class name.
+
+    With several seeds the prediction is the majority over seeds (ties: the first class) and
+    ``seed_agreement`` the share of seeds that predicted it.
+    """
+    import csv
+
+    path = Path(out_dir) / "predictions.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(
+            [
+                "model",
+                "drr",
+                "protocol",
+                "source",
+                "target",
+                "file",
+                "x",
+                "y",
+                "patient",
+                "label",
+                "predicted",
+                "seed_agreement",
+            ]
+        )
+        k = len(result.classes)
+        for a in result.arms:
+            votes = (
+                np.stack([(a.pred == c).sum(0) for c in range(k)])
+                if a.pred.size
+                else np.zeros((k, 0))
+            )
+            pred = votes.argmax(0)
+            agree = votes.max(0) / max(a.pred.shape[0], 1)
+            for i, row in enumerate(a.index.tolist()):
+                w.writerow(
+                    [
+                        a.spec.name,
+                        a.spec.drr,
+                        a.protocol,
+                        a.source,
+                        a.target,
+                        file[row],
+                        int(x[row]),
+                        int(y[row]),
+                        patient[row],
+                        label[row],
+                        result.classes[pred[i]],
+                        f"{agree[i]:.3g}",
+                    ]
+                )
+    return path
+
+
 def _json_default(o: object) -> object:
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):
         return o.tolist()
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def _accuracy_plot(records: Sequence[dict], path: Path) -> Path:
-    plt = pyplot()
-    recs = [r for r in records if r["protocol"] == "interlab"]
-    directions = list(dict.fromkeys(r["direction"] for r in recs))
-    models = list(dict.fromkeys(_label(r) for r in recs))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
-    width = 0.8 / max(len(models), 1)
-    for ax, key, ci_key, title in (
-        (axes[0], "spot_balanced_accuracy", "spot_ci", "per spot"),
-        (axes[1], "patient_balanced_accuracy", "patient_ci", "per patient (majority vote)"),
-    ):
-        for m_i, m in enumerate(models):
-            xs, ys, lo, hi = [], [], [], []
-            for d_i, d in enumerate(directions):
-                r = next((r for r in recs if _label(r) == m and r["direction"] == d), None)
-                if r is None:
-                    continue
-                xs.append(d_i + (m_i - (len(models) - 1) / 2) * width)
-                ys.append(100 * r[key])
-                ci = r.get(ci_key, [np.nan, np.nan])
-                lo.append(100 * (r[key] - ci[0]))
-                hi.append(100 * (ci[1] - r[key]))
-            ax.bar(xs, ys, width, label=m, yerr=[lo, hi], capsize=2)
-        ax.axhline(50, color="grey", lw=0.8, ls="--")
-        ax.set_xticks(range(len(directions)), directions)
-        ax.set_title(f"Inter-lab balanced accuracy, {title}")
-        ax.set_ylim(0, 100)
-    axes[0].set_ylabel("balanced accuracy (%)")
-    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _relevance_plot(result: ExperimentResult, path: Path) -> Path | None:
-    plt = pyplot()
-    arms: dict = {}
-    for a in result.arms:
-        if a.protocol == "interlab" and a.relevance is not None:
-            key = a.spec.key
-            arms[key] = a.relevance if key not in arms else arms[key].merge(a.relevance)
-    if not arms:
-        return None
-    fig, axes = plt.subplots(
-        len(arms), 1, figsize=(11, 2.2 * len(arms)), sharex=True, squeeze=False
-    )
-    for ax, (key, rel) in zip(axes[:, 0], arms.items()):
-        mean = rel.mean_relevance
-        for c, name in enumerate(result.classes):
-            ax.plot(result.mz, mean[c], lw=0.7, label=f"true class {name}")
-        if result.biomarkers is not None:
-            for m in result.biomarkers:
-                ax.axvline(m, color="red", alpha=0.25, lw=0.8)
-        ax.set_title(
-            f"{key}: mean relevance r = x·∂z_y/∂x (test spots of both directions)", fontsize=9
-        )
-        ax.set_ylabel("mean r")
-    axes[0, 0].legend(fontsize=8)
-    axes[-1, 0].set_xlabel(
-        "m/z" + ("  (red: true biomarker peaks)" if result.biomarkers is not None else "")
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _images_plot(
-    result: ExperimentResult,
-    core: np.ndarray,
-    xs: np.ndarray,
-    ys: np.ndarray,
-    y_true: np.ndarray,
-    path: Path,
-    max_cores: int = 8,
-) -> Path | None:
-    plt = pyplot()
-    from matplotlib.colors import ListedColormap
-
-    arms: dict = {}
-    for a in result.arms:
-        if a.protocol == "interlab":
-            arms.setdefault(a.spec.key, []).append(a)
-    if not arms:
-        return None
-    names = sorted(set(np.asarray(core).astype(str).tolist()))
-    # spread the shown cores over labs and classes
-    chosen = names[:: max(1, len(names) // max_cores)][:max_cores]
-    keep = np.isin(np.asarray(core).astype(str), chosen)
-    cmap = ListedColormap(
-        ["white", "tab:blue", "tab:orange", "tab:green", "tab:red"][: len(result.classes) + 1]
-    )
-    rows = ["annotation", *arms]
-    fig, axes = plt.subplots(
-        len(rows),
-        len(chosen),
-        figsize=(1.4 * len(chosen) + 1, 1.4 * len(rows) + 0.6),
-        squeeze=False,
-    )
-    for r_i, row in enumerate(rows):
-        pred = np.full(len(y_true), -1)
-        if row != "annotation":
-            for a in arms[row]:
-                pred[a.index] = a.pred[0]
-        sel = keep & (pred >= 0) if row != "annotation" else keep
-        imgs = {
-            im.name: im
-            for im in prediction_images(
-                np.asarray(core)[sel],
-                xs[sel],
-                ys[sel],
-                y_true[sel],
-                y_true[sel] if row == "annotation" else pred[sel],
-            )
-        }
-        for c_i, name in enumerate(chosen):
-            ax = axes[r_i, c_i]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if name in imgs:
-                ax.imshow(
-                    imgs[name].pred + 1,
-                    cmap=cmap,
-                    vmin=0,
-                    vmax=len(result.classes),
-                    interpolation="nearest",
-                )
-                if row != "annotation":
-                    ax.set_xlabel(f"{100 * imgs[name].accuracy:.0f}%", fontsize=7)
-            if r_i == 0:
-                ax.set_title(name, fontsize=7)
-            if c_i == 0:
-                ax.set_ylabel(row, fontsize=7)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(i + 1)) for i in range(len(result.classes))]
-    fig.legend(handles, result.classes, loc="lower center", ncol=len(result.classes), fontsize=8)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def write_plots(
-    result: ExperimentResult,
-    out_dir: str | Path,
-    *,
-    core: np.ndarray | None = None,
-    xs: np.ndarray | None = None,
-    ys: np.ndarray | None = None,
-    y_true: np.ndarray | None = None,
-) -> list[Path]:
-    """``accuracy.png``, ``relevance.png`` and (with pixel data) ``ion_images.png``.
-
-    Parameters
-    ----------
-    result : ExperimentResult
-    out_dir : str or Path
-    core : ndarray or None
-        ``(N,)`` core (or file) of every spot; with ``xs``, ``ys`` and ``y_true`` the per-core maps
-        are drawn.
-    xs, ys : ndarray or None
-        ``(N,)`` pixel coordinates.
-    y_true : ndarray or None
-        ``(N,)`` true class indices.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [
-        _accuracy_plot(result.records, out / "accuracy.png"),
-        _relevance_plot(result, out / "relevance.png"),
-    ]
-    if core is not None and xs is not None and ys is not None and y_true is not None:
-        paths.append(_images_plot(result, core, xs, ys, y_true, out / "ion_images.png"))
-    return [p for p in paths if p is not None]
 
 
 def _img(path: Path) -> str:
@@ -286,6 +177,7 @@ def write_report(
     *,
     title: str = "Inter-lab tumour typing",
     notes: Sequence[str] = (),
+    settings: dict | None = None,
 ) -> Path:
     """``report.html``: the table, the plots (embedded) and the settings.
 
@@ -297,8 +189,12 @@ def write_report(
         PNG files to embed (from :func:`write_plots`).
     title : str
     notes : sequence of str
-        Paragraphs shown under the title (run time, settings).
+        Paragraphs shown under the title (run time, data notes).
+    settings : dict or None
+        More settings to list (annotation file, bin width, models, λ grid, …).
     """
+    from doublebackprop.msi.experiment.plots import top_relevance
+
     out = Path(out_dir)
     rows = []
     for r in result.records:
@@ -308,7 +204,7 @@ def write_report(
             + "".join(
                 f"<td>{html.escape(str(v))}</td>"
                 for v in (
-                    _label(r),
+                    record_label(r),
                     r["direction"],
                     r["protocol"],
                     f"{_pct(r['spot_balanced_accuracy'])} [{_pct(s_ci[0])}–{_pct(s_ci[1])}]",
@@ -340,7 +236,38 @@ def write_report(
         "bootstrap resamples (patients)": cfg.n_bootstrap,
         "m/z bins": len(result.mz),
         "m/z range": f"{result.mz[0]:.1f}–{result.mz[-1]:.1f}" if len(result.mz) else "",
+        **(settings or {}),
     }
+    tops = top_relevance(result)
+    top_html = ""
+    if tops:
+        keys = list(tops)
+        head_top = "".join(f"<th colspan=3>{html.escape(key)}</th>" for key in keys)
+        sub = "<th>m/z</th><th>share of |r|</th><th>nearest biomarker</th>" * len(keys)
+        body_rows = []
+        for i in range(max(len(v) for v in tops.values())):
+            cells = []
+            for key in keys:
+                if i < len(tops[key]):
+                    r = tops[key][i]
+                    near = (
+                        "–" if r["nearest_biomarker"] is None else f"{r['nearest_biomarker']:.2f}"
+                    )
+                    cells.append(
+                        f"<td>{r['mz']:.2f}</td><td>{100 * r['share']:.1f}%</td><td>{near}</td>"
+                    )
+                else:
+                    cells.append("<td></td><td></td><td></td>")
+            body_rows.append("<tr>" + "".join(cells) + "</tr>")
+        top_html = (
+            "<h2>Most relevant m/z (inter-lab test spots)</h2><table><tr>"
+            + head_top
+            + "</tr><tr>"
+            + sub
+            + "</tr>"
+            + "".join(body_rows)
+            + "</table>"
+        )
     head = (
         "<tr><th>model</th><th>direction</th><th>protocol</th><th>spot BA % [95% CI]</th>"
         "<th>patient BA % [95% CI]</th><th>|r| on biomarkers %</th><th>top-1% |r| mass %</th>"
@@ -373,6 +300,7 @@ of the true biomarker peaks (simulated data only). DRR = Deep Relevance Regulari
 <table>{head}{table}</table>
 {note_html}
 <h2>Accuracy</h2>{first}
+{top_html}
 {more}
 <h2>Settings</h2><table>{settings_html}
 </table></body></html>"""

@@ -11,7 +11,7 @@ from doublebackprop.msi.experiment.interpret import RelevanceSummary
 from doublebackprop.msi.experiment.metrics import score_predictions
 from doublebackprop.msi.experiment.plan import ArmKey, FoldKey, FoldPlan, JobResult, ModelSpec
 
-__all__ = ["Arm", "assemble_arms", "make_records"]
+__all__ = ["Arm", "assemble_arms", "make_records", "record_label"]
 
 
 @dataclass(frozen=True)
@@ -164,3 +164,8 @@ def make_records(arms: list[Arm], y, patients, labs, classes, mask, cfg) -> list
         name = "pooled" if protocol == "interlab" else "within-lab"
         out.append(_record(spec, protocol, name, members, y, patients, labs, classes, mask, cfg))
     return out
+
+
+def record_label(rec: dict) -> str:
+    """``"isotopenet + DRR"``: how tables and plots name a record's model."""
+    return rec["model"] + (" + DRR" if rec["drr"] else "")

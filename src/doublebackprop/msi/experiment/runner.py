@@ -72,10 +72,11 @@ def run_experiment(
 ) -> int:
     """Run the inter-lab experiment as the parsed options say; a simulated cohort when
     ``simulate_seed`` is given; then ``after`` (see :data:`AfterHook`). Returns the exit code."""
+    from doublebackprop.msi.experiment.plots import write_plots
     from doublebackprop.msi.experiment.protocol import ProtocolConfig, run_interlab
     from doublebackprop.msi.experiment.report import (
         format_table,
-        write_plots,
+        write_predictions,
         write_report,
         write_tables,
     )
@@ -197,6 +198,16 @@ def run_experiment(
         xs=table.x,
         ys=table.y,
         y_true=table.label_index(),
+        intensities=table.intensities,
+    )
+    write_predictions(
+        result,
+        out,
+        file=table.file,
+        x=table.x,
+        y=table.y,
+        patient=table.patient,
+        label=table.label,
     )
     more_notes: list[str] = []
     if after is not None:
@@ -215,7 +226,14 @@ def run_experiment(
     n_rep = 0 if table.repaired is None else int((table.repaired != "").sum())
     if n_rep:
         notes.append(f"Data: {n_rep} spectra repaired (--repair); listed in settings.json.")
-    write_report(result, out, plots, notes=[*notes, *more_notes])
+    shown = {
+        "annotation file": str(annotations),
+        "bin width (Da)": s["bin_width"] if s["bin_width"] is not None else "native axis",
+        "models": ", ".join(s["models"]),
+        "DRR λ grid (per sample)": ", ".join(f"{v:g}" for v in s["lambdas"]),
+        "linear baseline bins": ", ".join(str(v) for v in s["linear_grid"]),
+    }
+    write_report(result, out, plots, notes=[*notes, *more_notes], settings=shown)
     (out / "settings.json").write_text(
         json.dumps(
             {
