@@ -206,6 +206,20 @@ def _flatten_map(start: int, end: int) -> LinearMap:
     return LinearMap(lambda x: x.flatten(start, end), lambda y, shape: y.reshape(shape))
 
 
+def _linear_vjp(fn: Callable[[Tensor], Tensor], y: Tensor, shape: Sequence[int]) -> Tensor:
+    """``K^T y`` of a linear ``fn`` by one backward of ``fn`` at zero, differentiable in ``y``.
+
+    The graph is kept whenever grad mode is on (inside a ``create_graph`` backward it is).
+    ``y.requires_grad`` is not a usable signal: inside a batched (vmapped) backward the
+    gradient's wrapper reads ``False`` although it carries a graph.
+    """
+    keep = torch.is_grad_enabled()
+    with torch.enable_grad():
+        probe = torch.zeros(shape, dtype=y.dtype, device=y.device, requires_grad=True)
+        (g,) = torch.autograd.grad(fn(probe), probe, y, create_graph=keep)
+    return g
+
+
 def avg_pool_map(module: nn.Module, nd: int) -> LinearMap:
     """``K``/``K^T`` of an ``AvgPool1d``/``AvgPool2d`` (``nd``) with the module's settings."""
     pool = {1: F.avg_pool1d, 2: F.avg_pool2d}[nd]
@@ -222,10 +236,7 @@ def avg_pool_map(module: nn.Module, nd: int) -> LinearMap:
     def adjoint(y: Tensor, shape: Sequence[int]) -> Tensor:
         # ⟨pool(x), y⟩ is linear in x: its gradient is K^T y (one ordinary backward of a
         # first-order op, differentiable in y).
-        with torch.enable_grad():
-            probe = torch.zeros(shape, dtype=y.dtype, device=y.device, requires_grad=True)
-            (g,) = torch.autograd.grad(pool(probe, **kw), probe, y, create_graph=y.requires_grad)
-        return g
+        return _linear_vjp(lambda probe: pool(probe, **kw), y, shape)
 
     return LinearMap(lambda x: pool(x, **kw), adjoint)
 
@@ -235,12 +246,7 @@ def adaptive_avg_map(output_size: int | Sequence[int], nd: int) -> LinearMap:
     pool = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d}[nd]
 
     def adjoint(y: Tensor, shape: Sequence[int]) -> Tensor:
-        with torch.enable_grad():
-            probe = torch.zeros(shape, dtype=y.dtype, device=y.device, requires_grad=True)
-            (g,) = torch.autograd.grad(
-                pool(probe, output_size), probe, y, create_graph=y.requires_grad
-            )
-        return g
+        return _linear_vjp(lambda probe: pool(probe, output_size), y, shape)
 
     return LinearMap(lambda x: pool(x, output_size), adjoint)
 
