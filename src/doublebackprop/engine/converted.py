@@ -104,14 +104,50 @@ class _ReLUFn(torch.autograd.Function):
         return grad * (out > 0)  # a bool mask: a quarter of the memory of a float one
 
 
+class _ReLUInplaceFn(torch.autograd.Function):
+    """``nn.ReLU(inplace=True)``: overwrites its input, as stock does; backward as
+    :class:`_ReLUFn` (a constant mask from the output)."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        x.relu_()
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(x)
+        return x
+
+    backward = _ReLUFn.backward
+
+
+class _LeakyReLUInplaceFn(torch.autograd.Function):
+    """``nn.LeakyReLU(negative_slope >= 0, inplace=True)``: the sign of the output is that of
+    the input, so the constant slope mask can be read from the overwritten tensor."""
+
+    @staticmethod
+    def forward(ctx, x, slope):  # type: ignore[override]
+        F.leaky_relu_(x, slope)
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(x)
+        ctx.slope = slope
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        (out,) = ctx.saved_tensors
+        return torch.where(out > 0, grad, grad * ctx.slope), None
+
+
 class AdjointReLU(AdjointModule, nn.ReLU):
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        return _ReLUFn.apply(x)
+        return _ReLUInplaceFn.apply(x) if self.inplace else _ReLUFn.apply(x)
 
 
 class AdjointLeakyReLU(AdjointModule, nn.LeakyReLU):
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
         slope = self.negative_slope
+        if self.inplace:
+            if slope < 0:  # the output's sign no longer tells the branch: stock autograd
+                return F.leaky_relu(x, slope, inplace=True)
+            return _LeakyReLUInplaceFn.apply(x, slope)
         return x * ((x > 0).to(x.dtype) * (1.0 - slope) + slope)
 
 
