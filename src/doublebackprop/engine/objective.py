@@ -25,6 +25,7 @@ from doublebackprop.engine.validation import (
     check_logits,
     check_model,
     check_sample_weight,
+    restored_on_error,
 )
 
 __all__ = ["PenaltyResult", "objective", "input_gradient", "resolve_engine", "ENGINES"]
@@ -119,12 +120,13 @@ def objective(
         raise TypeError(f"{where}: penalty must be a Penalty or None, got {type(penalty).__name__}")
     eng = resolve_engine(engine)
 
-    if penalty is None:
-        logits = check_logits(eng.prepare(model)(x), x.shape[0], where)
-        check_label_range(y, logits.shape[1], where)
-        pen = logits.new_zeros(())
-    else:
-        logits, pen = eng.penalty_term(model, x, y, penalty, weight)
+    with restored_on_error(model):
+        if penalty is None:
+            logits = check_logits(eng.prepare(model)(x), x.shape[0], where)
+            check_label_range(y, logits.shape[1], where)
+            pen = logits.new_zeros(())
+        else:
+            logits, pen = eng.penalty_term(model, x, y, penalty, weight)
     ce = F.cross_entropy(logits, y, reduction="none")
     task = ce.mean() if weight is None else (weight * ce).mean()
     return PenaltyResult(total=task + pen, task=task, penalty=pen, logits=logits)
@@ -174,12 +176,12 @@ def input_gradient(
         eng = Autograd()
     net = eng.prepare(model)
     leaf = x if x.requires_grad else x.detach().requires_grad_(True)
-    with torch.enable_grad():
+    with torch.enable_grad(), restored_on_error(model):
         logits = check_logits(net(leaf), x.shape[0], where)
         classes = _target_classes(target, logits, where)
         seed = F.one_hot(classes, logits.shape[1]).to(logits.dtype).unsqueeze(0)
         grad = vjp_rows(logits, leaf, seed, create_graph=create_graph)[0]
-    check_finite_gradient(grad, where)
+        check_finite_gradient(grad, where)
     return grad if create_graph else grad.detach()
 
 

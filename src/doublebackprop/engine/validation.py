@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -39,6 +42,10 @@ def check_labels(y: object, n: int, where: str, name: str = "y") -> Tensor:
         raise TypeError(f"{where}: {name} must hold integer class indices, got dtype {y.dtype}")
     if y.shape != (n,):
         raise ValueError(f"{where}: {name} must have shape ({n},) to match x, got {tuple(y.shape)}")
+    if y.numel() and int(y.min()) < 0:  # checkable before the forward; the upper bound is not
+        raise ValueError(
+            f"{where}: {name} must lie in [0, classes - 1], got a negative value {int(y.min())}"
+        )
     return y.long()
 
 
@@ -73,6 +80,20 @@ def check_sample_weight(w: object, n: int, like: Tensor, where: str) -> Tensor |
     if not torch.isfinite(w).all() or (w < 0).any():
         raise ValueError(f"{where}: sample_weight must be finite and >= 0")
     return w.to(dtype=like.dtype, device=like.device)
+
+
+@contextlib.contextmanager
+def restored_on_error(model: nn.Module) -> Iterator[None]:
+    """Put every buffer of ``model`` back (BatchNorm running statistics, ``num_batches_tracked``)
+    if the block raises: a rejected call leaves the model exactly as it was."""
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        yield
+    except BaseException:
+        with torch.no_grad():
+            for buf, value in saved:
+                buf.copy_(value)
+        raise
 
 
 def check_finite_gradient(g: Tensor, where: str) -> None:
