@@ -57,7 +57,7 @@ def test_sweeps_match_autograd(family, pname):
     res, g = run(model, x, y, PENALTIES[pname], dbp.Sweeps())
     # the explicit B1 sums in another order than autograd: agreement to rounding, not bits
     assert torch.allclose(res.total, ref.total, rtol=1e-10, atol=0)
-    assert _rel(g, g_ref) <= 1e-8
+    assert _rel(g, g_ref) <= 1e-12  # float64 rounding; a float32 constant would show at ~1e-9
 
 
 @pytest.mark.parametrize("family", ["mlp", "cnn1d", "smooth"])

@@ -290,7 +290,8 @@ def _leaky(slope: float) -> Activation:
     return Activation(
         "LeakyReLU",
         lambda z: F.leaky_relu(z, slope),
-        lambda z: torch.where(z > 0, 1.0, slope).to(z.dtype),
+        # slope as a tensor of z's dtype: a Python float here would pass through float32
+        lambda z: torch.where(z > 0, z.new_ones(()), z.new_full((), slope)),
         None,
     )
 
