@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from doublebackprop.engine.adjoint import adjoint
+from doublebackprop.engine.adjoint import converted
 from doublebackprop.engine.penalties import Penalty
 from doublebackprop.engine.validation import check_finite_gradient, check_label_range, check_logits
 
@@ -80,9 +80,11 @@ class Engine(ABC):
     ) -> tuple[Tensor, Tensor]:
         """Forward logits (with graph) and the weighted mean penalty (with its gradient)."""
 
-    def prepare(self, model: nn.Module) -> nn.Module:
-        """The model the engine runs (the identity except for :class:`Adjoint`)."""
-        return model
+    @contextlib.contextmanager
+    def running(self, model: nn.Module) -> Iterator[nn.Module]:
+        """The model the engine runs, for the duration of a call (``model`` itself, except
+        that :class:`Adjoint` converts an unconverted model for the call only)."""
+        yield model
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -111,11 +113,11 @@ class Autograd(Engine):
         self.batched_rows = batched_rows
 
     def penalty_term(self, model, x, y, penalty, weight):
-        model = self.prepare(model)
         leaf = x.detach().requires_grad_(True)
-        logits = forward_logits(model, leaf, y, "objective")
-        seeds = penalty.seeds(logits, y)
-        grads = vjp_rows(logits, leaf, seeds, create_graph=True, batched=self.batched_rows)
+        with self.running(model) as net:
+            logits = forward_logits(net, leaf, y, "objective")
+            seeds = penalty.seeds(logits, y)
+            grads = vjp_rows(logits, leaf, seeds, create_graph=True, batched=self.batched_rows)
         check_finite_gradient(grads, "objective")
         return logits, _weighted_mean(penalty.per_sample(grads, x.detach()), weight)
 
@@ -123,14 +125,17 @@ class Autograd(Engine):
 class Adjoint(Autograd):
     """Double backprop through :func:`doublebackprop.engine.adjoint` (the default engine).
 
-    A model that is already converted is used as is; anything else is converted on every call
-    (cheap, but convert once with ``dbp.adjoint(model)`` in a training loop).
+    A model that is already converted is used as is; anything else is converted for the call
+    and restored afterwards (cheap, but convert once with ``dbp.adjoint(model)`` in a training
+    loop: that also warns only once about modules left on stock autograd).
     """
 
     name = "adjoint"
 
-    def prepare(self, model: nn.Module) -> nn.Module:
-        return adjoint(model)
+    @contextlib.contextmanager
+    def running(self, model: nn.Module) -> Iterator[nn.Module]:
+        with converted(model) as net:
+            yield net
 
 
 def _rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:

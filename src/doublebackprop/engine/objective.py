@@ -122,7 +122,8 @@ def objective(
 
     with restored_on_error(model):
         if penalty is None:
-            logits = check_logits(eng.prepare(model)(x), x.shape[0], where)
+            with eng.running(model) as net:
+                logits = check_logits(net(x), x.shape[0], where)
             check_label_range(y, logits.shape[1], where)
             pen = logits.new_zeros(())
         else:
@@ -174,9 +175,8 @@ def input_gradient(
     eng = resolve_engine(engine)
     if not isinstance(eng, Autograd):
         eng = Autograd()
-    net = eng.prepare(model)
     leaf = x if x.requires_grad else x.detach().requires_grad_(True)
-    with torch.enable_grad(), restored_on_error(model):
+    with torch.enable_grad(), restored_on_error(model), eng.running(model) as net:
         logits = check_logits(net(leaf), x.shape[0], where)
         classes = _target_classes(target, logits, where)
         seed = F.one_hot(classes, logits.shape[1]).to(logits.dtype).unsqueeze(0)

@@ -8,6 +8,7 @@ time of the same training step with the ``sweeps`` and ``adjoint`` engines.
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from dataclasses import dataclass
@@ -81,7 +82,7 @@ def complexity_table(
     for act_name, act in (("Softplus (general)", nn.Softplus), ("ReLU (locally linear)", nn.ReLU)):
         with seeded(0):
             net = zoo.mlp(64, width, depth, classes, act)
-        fast = adjoint(net)
+        fast = adjoint(copy.deepcopy(net))
 
         plain_ms = _median_ms(lambda net=net: _step(net, x, y, None, "autograd"), repeats)
         for pname, pen in _penalties(classes).items():

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from doublebackprop.engine.adjoint import adjoint
+from doublebackprop.engine.adjoint import converted
 from doublebackprop.engine.objective import objective
 from doublebackprop.engine.penalties import Penalty
 
@@ -91,16 +91,16 @@ def scan_line(
     params = list(model.parameters())
     base = [p.detach().clone() for p in params]
     direction = random_direction(model, generator)
-    fast = adjoint(model)
     scans = []
-    try:
-        for b in batch_sizes:
-            values = []
-            for ti in t:
-                _set(params, base, direction, float(ti))
-                res = objective(fast, x[:b], y[:b], penalty=penalty)
-                values.append(float(res.penalty.detach()))
-            scans.append(LineScan(b, np.asarray(t), np.asarray(values)))
-    finally:
-        _set(params, base, direction, 0.0)
+    with converted(model) as fast:  # the caller's model keeps its own classes
+        try:
+            for b in batch_sizes:
+                values = []
+                for ti in t:
+                    _set(params, base, direction, float(ti))
+                    res = objective(fast, x[:b], y[:b], penalty=penalty)
+                    values.append(float(res.penalty.detach()))
+                scans.append(LineScan(b, np.asarray(t), np.asarray(values)))
+        finally:
+            _set(params, base, direction, 0.0)
     return scans
