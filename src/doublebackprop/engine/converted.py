@@ -33,6 +33,18 @@ class AdjointModule:
     """Marker base of converted modules."""
 
 
+def _batched(x: Tensor, nd: int) -> bool:
+    """Whether ``x`` has a batch dimension for an ``nd``-D layer (stock layers accept
+    unbatched ``(C, *spatial)`` inputs too; the converted ones add and drop the batch dim)."""
+    return x.dim() != nd + 1
+
+
+def _unbatch(out: Tensor | tuple[Tensor, Tensor]) -> Tensor | tuple[Tensor, Tensor]:
+    if isinstance(out, tuple):
+        return out[0].squeeze(0), out[1].squeeze(0)
+    return out.squeeze(0)
+
+
 # ----------------------------------------------------------------------------- convolutions
 class _ConvFn(torch.autograd.Function):
     @staticmethod
@@ -68,6 +80,8 @@ class _ConvFn(torch.autograd.Function):
 class _AdjointConvMixin(AdjointModule):
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
         nd = len(self.kernel_size)
+        if not _batched(x, nd):
+            return self.forward(x.unsqueeze(0)).squeeze(0)
         pre, sym = conv_padding(self.padding, self.kernel_size, self.dilation)
         op = conv_operator(nd, self.stride, sym, self.dilation, self.groups)
         x = pad_last_dims(x, pre)
@@ -153,8 +167,11 @@ class AdjointLeakyReLU(AdjointModule, nn.LeakyReLU):
 
 class _AdjointMaxPoolMixin(AdjointModule):
     _pool = staticmethod(F.max_pool1d)
+    _nd = 1
 
     def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:  # type: ignore[override]
+        if not _batched(x, self._nd):
+            return _unbatch(self.forward(x.unsqueeze(0)))
         with torch.no_grad():
             out, idx = self._pool(
                 x,
@@ -178,6 +195,7 @@ class AdjointMaxPool1d(_AdjointMaxPoolMixin, nn.MaxPool1d):
 
 class AdjointMaxPool2d(_AdjointMaxPoolMixin, nn.MaxPool2d):
     _pool = staticmethod(F.max_pool2d)
+    _nd = 2
 
 
 class _LinearMapFn(torch.autograd.Function):
@@ -195,8 +213,11 @@ class _LinearMapFn(torch.autograd.Function):
 
 class _AdjointAvgPoolMixin(AdjointModule):
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        nd = 1 if isinstance(self, nn.AvgPool1d) else 2
+        if not _batched(x, nd):
+            return self.forward(x.unsqueeze(0)).squeeze(0)
         # K^T is applied to the gradient alone (no edge back to the primal input).
-        lin = avg_pool_map(self, 1 if isinstance(self, nn.AvgPool1d) else 2)
+        lin = avg_pool_map(self, nd)
         return _LinearMapFn.apply(x, lin.apply, lin.adjoint)
 
 
@@ -211,6 +232,8 @@ class AdjointAvgPool2d(_AdjointAvgPoolMixin, nn.AvgPool2d):
 class _AdjointAdaptiveAvgMixin(AdjointModule):
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
         nd = 1 if isinstance(self, nn.AdaptiveAvgPool1d) else 2
+        if not _batched(x, nd):
+            return self.forward(x.unsqueeze(0)).squeeze(0)
         size = self.output_size
         if size == 1 or size == (1,) * nd:  # global average: mean's backward is an expand
             return x.mean(dim=tuple(range(2, 2 + nd)), keepdim=True)
