@@ -37,6 +37,7 @@ __all__ = [
     "locally_connected_operator",
     "pad_last_dims",
     "same_padding",
+    "stock_type",
 ]
 
 Tensor = torch.Tensor
@@ -170,6 +171,17 @@ def locally_connected_operator(padding: int, stride: int) -> BilinearOperator:
     return BilinearOperator(apply, input_adjoint, param_adjoint)
 
 
+def stock_type(module: nn.Module) -> type:
+    """The ``torch.nn`` class of a module, also for one converted by
+    :func:`doublebackprop.engine.adjoint` (whose class is a subclass of its stock class)."""
+    t = type(module)
+    if t.__module__ == "doublebackprop.engine.converted":
+        for base in t.__mro__[1:]:
+            if base.__module__.startswith("torch.nn"):
+                return base
+    return t
+
+
 def bilinear_operator(module: nn.Module) -> BilinearOperator | None:
     """The bilinear operator of a parametrised layer, or ``None`` if unsupported.
 
@@ -178,10 +190,11 @@ def bilinear_operator(module: nn.Module) -> BilinearOperator | None:
     (:class:`~doublebackprop.LocallyConnected1d`). Asymmetric ``"same"`` padding
     is not part of ``K``: pre-pad with :func:`conv_padding`'s first result.
     """
-    if type(module) is nn.Linear:
+    t = stock_type(module)
+    if t is nn.Linear:
         return _linear_op()
-    if type(module) in (nn.Conv1d, nn.Conv2d) and module.padding_mode == "zeros":
-        nd = 1 if type(module) is nn.Conv1d else 2
+    if t in (nn.Conv1d, nn.Conv2d) and module.padding_mode == "zeros":
+        nd = 1 if t is nn.Conv1d else 2
         _, sym = conv_padding(module.padding, module.kernel_size, module.dilation)
         return conv_operator(nd, module.stride, sym, module.dilation, module.groups)
     # A layer class may declare its own operator (the project's LocallyConnected1d does); the
@@ -255,7 +268,7 @@ def linear_map(module: nn.Module) -> LinearMap | None:
     """The linear map of a parameter-free layer (``Flatten``, average pools, ``Identity``,
     ``Dropout`` in eval mode); max-pooling is linear *given its argmax indices* and is handled by
     the engines that know the forward pass."""
-    t = type(module)
+    t = stock_type(module)
     if t is nn.Flatten:
         return _flatten_map(module.start_dim, module.end_dim)
     if t is nn.Identity or (t in (nn.Dropout, nn.Dropout1d, nn.Dropout2d) and not module.training):
@@ -351,7 +364,7 @@ def _gelu() -> Activation:
 
 def activation(module: nn.Module) -> Activation | None:
     """``φ, φ', φ''`` of an activation module, or ``None`` if unsupported."""
-    t = type(module)
+    t = stock_type(module)
     if t is nn.ReLU:
         return _relu()
     if t is nn.LeakyReLU:

@@ -35,6 +35,7 @@ from doublebackprop.engine.operators import (
     conv_padding,
     linear_map,
     pad_last_dims,
+    stock_type,
 )
 from doublebackprop.engine.validation import check_finite_gradient, check_label_range, check_logits
 
@@ -102,14 +103,16 @@ def _node(module: nn.Module, position: int) -> _Node:
     act = activation(module)
     if act is not None:
         return _Node(module, "act", act)
-    if type(module) in (nn.MaxPool1d, nn.MaxPool2d) and not module.return_indices:
+    if stock_type(module) in (nn.MaxPool1d, nn.MaxPool2d) and not module.return_indices:
         return _Node(module, "maxpool")
     lin = linear_map(module)
     if lin is not None:
         return _Node(module, "linear", lin)
-    detail = " in train mode (call .eval())" if isinstance(module, nn.Dropout) else ""
+    detail = ""
+    if isinstance(module, nn.modules.dropout._DropoutNd) and module.training:
+        detail = " in train mode (call .eval())"
     raise TypeError(
-        f"Sweeps: unsupported layer {type(module).__name__}{detail} at position {position}; "
+        f"Sweeps: unsupported layer {stock_type(module).__name__}{detail} at position {position}; "
         "supported: Linear, Conv1d/2d, LocallyConnected1d, Flatten, max/avg pooling, "
         "eval-mode Dropout, ReLU, LeakyReLU, Softplus, Tanh, Sigmoid, ELU, GELU. "
         "Use engine='adjoint' for other models"
