@@ -20,6 +20,7 @@ def test_public_api_snapshot():
         "Sweeps",
         "__version__",
         "adjoint",
+        "explain",
         "input_gradient",
         "objective",
     ]

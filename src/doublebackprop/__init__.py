@@ -37,6 +37,7 @@ from doublebackprop.engine import (
     SweepCount,
     Sweeps,
     adjoint,
+    explain,
     input_gradient,
     objective,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "Sweeps",
     "__version__",
     "adjoint",
+    "explain",
     "input_gradient",
     "objective",
 ]

@@ -34,8 +34,6 @@ from doublebackprop.engine.converted import (
     AdjointAdaptiveAvgPool2d,
     AdjointAvgPool1d,
     AdjointAvgPool2d,
-    AdjointBatchNorm1d,
-    AdjointBatchNorm2d,
     AdjointConv1d,
     AdjointConv2d,
     AdjointLeakyReLU,
@@ -44,9 +42,10 @@ from doublebackprop.engine.converted import (
     AdjointModule,
     AdjointReLU,
 )
+from doublebackprop.engine.converted_bn import AdjointBatchNorm1d, AdjointBatchNorm2d
 from doublebackprop.engine.layers import LocallyConnected1d
 
-__all__ = ["adjoint", "converted", "is_adjoint", "AdjointModule"]
+__all__ = ["adjoint", "converted", "converting", "is_adjoint", "AdjointModule"]
 
 
 # ------------------------------------------------------------------------------- conversion
@@ -185,24 +184,31 @@ def adjoint(model: nn.Module) -> nn.Module:
 
 
 @contextlib.contextmanager
+def converting(model: nn.Module) -> Iterator[tuple[nn.Module, dict[str, list[str]]]]:
+    """:func:`converted`, also yielding the modules left on stock autograd (no warning)."""
+    if isinstance(model, nn.Module) and is_adjoint(model):  # a DDP wrapper of one, too
+        yield model, {}
+        return
+    _check_convertible(model)
+    swaps, stock = _convert_in_place(model)
+    try:
+        yield model, stock
+    finally:
+        for module, cls in swaps:
+            module.__class__ = cls
+
+
+@contextlib.contextmanager
 def converted(model: nn.Module) -> Iterator[nn.Module]:
     """``model`` converted for the duration of the block, then restored to its own classes.
 
     An already converted model is used as is. The autograd graph recorded inside the block
     stays valid after it (backward does not need the modules' classes).
     """
-    if isinstance(model, nn.Module) and is_adjoint(model):  # a DDP wrapper of one, too
-        yield model
-        return
-    _check_convertible(model)
-    swaps, stock = _convert_in_place(model)
-    if stock:
-        warnings.warn(stock_modules_message(stock), stacklevel=3)
-    try:
-        yield model
-    finally:
-        for module, cls in swaps:
-            module.__class__ = cls
+    with converting(model) as (net, stock):
+        if stock:
+            warnings.warn(stock_modules_message(stock), stacklevel=3)
+        yield net
 
 
 def is_adjoint(model: nn.Module) -> bool:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from doublebackprop.engine.adjoint import converted
+from doublebackprop.engine.explain import check_double_backward
 from doublebackprop.engine.penalties import Penalty
 from doublebackprop.engine.validation import check_finite_gradient, check_label_range, check_logits
 
@@ -116,6 +117,7 @@ class Autograd(Engine):
         leaf = x.detach().requires_grad_(True)
         with self.running(model) as net:
             logits = forward_logits(net, leaf, y, "objective")
+            check_double_backward(logits, "objective")
             seeds = penalty.seeds(logits, y)
             grads = vjp_rows(logits, leaf, seeds, create_graph=True, batched=self.batched_rows)
         check_finite_gradient(grads, "objective")

@@ -175,7 +175,7 @@ def stock_type(module: nn.Module) -> type:
     """The ``torch.nn`` class of a module, also for one converted by
     :func:`doublebackprop.engine.adjoint` (whose class is a subclass of its stock class)."""
     t = type(module)
-    if t.__module__ == "doublebackprop.engine.converted":
+    if t.__module__.startswith("doublebackprop.engine.converted"):
         for base in t.__mro__[1:]:
             if base.__module__.startswith("torch.nn"):
                 return base
