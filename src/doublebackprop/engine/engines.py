@@ -92,10 +92,17 @@ class Engine(ABC):
 
 
 def forward_logits(model: nn.Module, x: Tensor, y: Tensor | None, where: str) -> Tensor:
+    """The model's outputs, checked; ``y`` (class indices, or ``None`` for other targets)
+    against the number of outputs."""
     logits = check_logits(model(x), x.shape[0], where)
     if y is not None:
         check_label_range(y, logits.shape[1], where)
     return logits
+
+
+def class_labels(penalty: Penalty, y: Tensor) -> Tensor | None:
+    """``y`` if it holds class indices to check against the outputs, else ``None``."""
+    return y if getattr(penalty, "class_labels", True) else None
 
 
 class Autograd(Engine):
@@ -116,7 +123,7 @@ class Autograd(Engine):
     def penalty_term(self, model, x, y, penalty, weight):
         leaf = x.detach().requires_grad_(True)
         with self.running(model) as net:
-            logits = forward_logits(net, leaf, y, "objective")
+            logits = forward_logits(net, leaf, class_labels(penalty, y), "objective")
             check_double_backward(logits, "objective")
             seeds = penalty.seeds(logits, y)
             grads = vjp_rows(logits, leaf, seeds, create_graph=True, batched=self.batched_rows)
@@ -198,7 +205,7 @@ class FiniteDifference(Engine):
     def penalty_term(self, model, x, y, penalty, weight):
         rng_state = _rng_state(x.device)
         leaf = x.detach().requires_grad_(True)
-        logits = forward_logits(model, leaf, y, "objective")
+        logits = forward_logits(model, leaf, class_labels(penalty, y), "objective")
         seeds = penalty.seeds(logits, y)
         grads = vjp_rows(logits, leaf, seeds.detach(), create_graph=False)
         check_finite_gradient(grads, "objective")

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from doublebackprop.engine.engines import Engine
+from doublebackprop.engine.engines import Engine, class_labels
 from doublebackprop.engine.operators import (
     Activation,
     BilinearOperator,
@@ -155,7 +155,7 @@ class Sweeps(Engine):
     def penalty_term(self, model, x, y, penalty, weight):
         nodes = [_node(m, i) for i, m in enumerate(sequential_layers(model))]
         ops: Counter[tuple[str, str]] = Counter()
-        logits = self._forward(nodes, x, ops, y)
+        logits = self._forward(nodes, x, ops, class_labels(penalty, y))
         seeds = penalty.seeds(logits, y).detach()
         rows, n = seeds.shape[0], x.shape[0]
 
@@ -191,7 +191,7 @@ class Sweeps(Engine):
         return logits, value.detach() + surrogate - surrogate.detach()
 
     # -- the four passes -------------------------------------------------------------------
-    def _forward(self, nodes: list[_Node], x: Tensor, ops: Counter, y: Tensor) -> Tensor:
+    def _forward(self, nodes: list[_Node], x: Tensor, ops: Counter, y: Tensor | None) -> Tensor:
         h = x.detach()
         for node in nodes:
             node.in_shape = h.shape
@@ -223,7 +223,8 @@ class Sweeps(Engine):
                 assert isinstance(node.op, LinearMap)
                 h = node.op.apply(h)
         logits = check_logits(h, x.shape[0], "objective")
-        check_label_range(y, logits.shape[1], "objective")
+        if y is not None:
+            check_label_range(y, logits.shape[1], "objective")
         return logits
 
     def _backward1(self, nodes, seed, rows, ops):
