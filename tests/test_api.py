@@ -21,6 +21,7 @@ def test_public_api_snapshot():
         "__version__",
         "adjoint",
         "explain",
+        "gradient_penalty",
         "input_gradient",
         "objective",
     ]

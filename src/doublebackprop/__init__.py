@@ -38,6 +38,7 @@ from doublebackprop.engine import (
     Sweeps,
     adjoint,
     explain,
+    gradient_penalty,
     input_gradient,
     objective,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "__version__",
     "adjoint",
     "explain",
+    "gradient_penalty",
     "input_gradient",
     "objective",
 ]

@@ -10,6 +10,7 @@ checks every layer above uses; ``_torch_compat`` holds the private PyTorch API t
 from doublebackprop.engine.adjoint import AdjointModule, adjoint, converted, is_adjoint
 from doublebackprop.engine.engines import Adjoint, Autograd, Engine, FiniteDifference
 from doublebackprop.engine.explain import Explanation, explain
+from doublebackprop.engine.gan import gradient_penalty
 from doublebackprop.engine.layers import LocallyConnected1d
 from doublebackprop.engine.objective import ENGINES, PenaltyResult, input_gradient, objective
 from doublebackprop.engine.penalties import (
@@ -41,6 +42,7 @@ __all__ = [
     "adjoint",
     "converted",
     "explain",
+    "gradient_penalty",
     "input_gradient",
     "is_adjoint",
     "objective",
