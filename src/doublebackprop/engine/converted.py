@@ -43,23 +43,38 @@ def _unbatch(out: Tensor | tuple[Tensor, Tensor]) -> Tensor | tuple[Tensor, Tens
 
 
 # ----------------------------------------------------------------------------- convolutions
+def engine_needs(ctx: object, count: int) -> list[bool]:
+    """Whether the running backward uses the gradient of each of the first ``count`` inputs.
+
+    Under the ``torch.func`` transforms the context has no graph edges to ask: then every
+    gradient is computed (never wrong, possibly more work)."""
+    edges = getattr(ctx, "next_functions", None)
+    if edges is None:
+        return [True] * count
+    return [will_engine_execute(node) for node, _ in edges[:count]]
+
+
 class _ConvFn(torch.autograd.Function):
+    # Forward, setup_context and backward are written with plain torch ops, so the torch.func
+    # transforms (vmap, grad, jacrev, functional_call) can run them.
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x, weight, bias, op, config):  # type: ignore[override]
+    def forward(x, weight, bias, op, config):  # type: ignore[override]
+        return op.apply_biased(weight, x, bias)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[override]
+        x, weight, bias, op, config = inputs
         ctx.save_for_backward(x, weight)
         ctx.op, ctx.config = op, config
         ctx.has_bias = bias is not None
-        return op.apply_biased(weight, x, bias)
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         x, weight = ctx.saved_tensors
-        nodes = [n for n, _ in ctx.next_functions]
-        mask = [
-            will_engine_execute(nodes[0]),
-            will_engine_execute(nodes[1]),
-            ctx.has_bias and will_engine_execute(nodes[2]),
-        ]
+        needs = engine_needs(ctx, 3)
+        mask = [needs[0], needs[1], ctx.has_bias and needs[2]]
         if not torch.is_grad_enabled():
             # Nobody differentiates this backward: the stock fused kernel is fastest.
             stride, padding, dilation, groups = ctx.config
@@ -101,11 +116,15 @@ class _ReLUFn(torch.autograd.Function):
     """ReLU whose backward multiplies by a *constant* 0/1 mask: no edge back to ``x``, so
     ``φ'' = 0`` is explicit and a logit saliency sends nothing into the primal graph."""
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x):  # type: ignore[override]
-        out = torch.relu(x)
-        ctx.save_for_backward(out)
-        return out
+    def forward(x):  # type: ignore[override]
+        return torch.relu(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[override]
+        ctx.save_for_backward(output)
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
@@ -198,10 +217,16 @@ class AdjointMaxPool2d(_AdjointMaxPoolMixin, nn.MaxPool2d):
 class _LinearMapFn(torch.autograd.Function):
     """A parameter-free linear map whose backward is its adjoint applied to the gradient only."""
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x, fn, adjoint):  # type: ignore[override]
-        ctx.shape, ctx.adjoint = x.shape, adjoint
+    def forward(x, fn, adjoint):  # type: ignore[override]
         return fn(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[override]
+        x, _, adjoint = inputs
+        ctx.shape, ctx.adjoint = x.shape, adjoint
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]

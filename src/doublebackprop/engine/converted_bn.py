@@ -11,9 +11,8 @@ from doublebackprop.engine._torch_compat import (
     batch_norm_backward,
     batch_norm_forward,
     check_batch_norm_input,
-    will_engine_execute,
 )
-from doublebackprop.engine.converted import AdjointModule
+from doublebackprop.engine.converted import AdjointModule, engine_needs
 
 __all__ = ["AdjointBatchNorm1d", "AdjointBatchNorm2d"]
 
@@ -45,8 +44,12 @@ class _BatchNormTrainBackward(torch.autograd.Function):
     Written out, it needs a third of the elementwise work autograd spends on the composite.
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, grad, x, weight, eps):  # type: ignore[override]
+    def forward(grad, x, weight, eps):  # type: ignore[override]
+        # The statistics are extra (non-differentiable) outputs so that setup_context can save
+        # them (the form the torch.func transforms need).
         dims, mean, inv_std = _channel_stats(x, eps)
         xhat = (x - mean) * inv_std
         scale = inv_std if weight is None else weight.view_as(inv_std) * inv_std
@@ -54,12 +57,18 @@ class _BatchNormTrainBackward(torch.autograd.Function):
         gx_mean = (grad * xhat).mean(dims, keepdim=True)
         gx = scale * (grad - g_mean - xhat * gx_mean)
         n = grad.numel() // grad.shape[1]
-        ctx.save_for_backward(grad, x, weight, mean, inv_std)
-        ctx.dims = dims
-        return gx, (gx_mean * n).flatten(), (g_mean * n).flatten()
+        return gx, (gx_mean * n).flatten(), (g_mean * n).flatten(), mean, inv_std
 
     @staticmethod
-    def backward(ctx, u, c_gamma, c_beta):  # type: ignore[override]
+    def setup_context(ctx, inputs, output):  # type: ignore[override]
+        grad, x, weight, _ = inputs
+        mean, inv_std = output[3], output[4]
+        ctx.mark_non_differentiable(mean, inv_std)
+        ctx.save_for_backward(grad, x, weight, mean, inv_std)
+        ctx.dims = [0, *range(2, x.dim())]
+
+    @staticmethod
+    def backward(ctx, u, c_gamma, c_beta, _mean, _inv_std):  # type: ignore[override]
         grad, x, weight, mean, inv_std = ctx.saved_tensors
         dims = ctx.dims
         n = grad.numel() // grad.shape[1]
@@ -96,23 +105,30 @@ class _BatchNormFn(torch.autograd.Function):
     constant affine map, ``∂x = g·γ/√(var+ε)``, with no edge back to ``x``.
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, batch_stats, momentum, eps):  # type: ignore[override]
-        # What F.batch_norm runs, keeping the saved statistics for a fused backward.
-        out, save_mean, save_invstd, reserve, impl = batch_norm_forward(
+    def forward(x, weight, bias, running_mean, running_var, batch_stats, momentum, eps):  # type: ignore[override]
+        # What F.batch_norm runs; the saved statistics are extra outputs for a fused backward
+        # (setup_context saves them: the form the torch.func transforms need).
+        return batch_norm_forward(
             x, weight, bias, running_mean, running_var, batch_stats, momentum, eps
         )
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[override]
+        x, weight, _, running_mean, running_var, batch_stats, _, eps = inputs
+        _, save_mean, save_invstd, reserve, impl = output
+        ctx.mark_non_differentiable(save_mean, save_invstd, reserve)
         ctx.batch_stats, ctx.eps, ctx.impl = batch_stats, eps, impl
         if batch_stats:
             ctx.save_for_backward(x, weight, save_mean, save_invstd, reserve)
         else:
             ctx.save_for_backward(x, weight, running_mean.clone(), running_var.clone())
-        return out
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        nodes = [n for n, _ in ctx.next_functions]
-        needed = [will_engine_execute(node) for node in nodes[:3]]
+    def backward(ctx, grad, *_):  # type: ignore[override]
+        needed = engine_needs(ctx, 3)
         if ctx.batch_stats:
             x, weight, save_mean, save_invstd, reserve = ctx.saved_tensors
             if not torch.is_grad_enabled():  # not differentiated further: the fused kernel
@@ -125,7 +141,7 @@ class _BatchNormFn(torch.autograd.Function):
                     ctx.impl, x, grad, weight, save_mean, save_invstd, ctx.eps, mask, reserve
                 )
                 return gx, gw, gb, None, None, None, None, None
-            gx, gw, gb = _BatchNormTrainBackward.apply(grad, x, weight, ctx.eps)
+            gx, gw, gb, _, _ = _BatchNormTrainBackward.apply(grad, x, weight, ctx.eps)
             return (
                 gx if needed[0] else None,
                 gw if weight is not None and needed[1] else None,
@@ -170,7 +186,7 @@ class _AdjointBatchNormMixin(AdjointModule):
             batch_stats,
             momentum,
             self.eps,
-        )
+        )[0]
 
 
 class AdjointBatchNorm1d(_AdjointBatchNormMixin, nn.BatchNorm1d):
