@@ -43,6 +43,18 @@ def _unbatch(out: Tensor | tuple[Tensor, Tensor]) -> Tensor | tuple[Tensor, Tens
 
 
 # ----------------------------------------------------------------------------- convolutions
+def autocast_dtype(x: Tensor) -> torch.dtype | None:
+    """The autocast dtype in force for ``x``'s device, or ``None`` outside autocast.
+
+    Autocast casts a stock convolution's input, weight and bias to that dtype; the converted
+    convolution does the same *before* its autograd.Function, so forward and backward see one
+    dtype (the backward runs outside the autocast region)."""
+    device = x.device.type
+    if not torch.is_autocast_enabled(device):
+        return None
+    return torch.get_autocast_dtype(device)
+
+
 def engine_needs(ctx: object, count: int) -> list[bool]:
     """Whether the running backward uses the gradient of each of the first ``count`` inputs.
 
@@ -98,9 +110,13 @@ class _AdjointConvMixin(AdjointModule):
         op = conv_operator(nd, self.stride, sym, self.dilation, self.groups)
         x = pad_last_dims(x, pre)
         # A view makes the weight a non-leaf input, so the engine can tell whether it needs it.
-        w = self.weight.view_as(self.weight)
+        w, bias = self.weight.view_as(self.weight), self.bias
+        dtype = autocast_dtype(x)
+        if dtype is not None:  # what autocast does to a stock conv: everything in its dtype
+            x, w = x.to(dtype), w.to(dtype)
+            bias = None if bias is None else bias.to(dtype)
         config = (list(self.stride), list(sym), list(self.dilation), self.groups)
-        return _ConvFn.apply(x, w, self.bias, op, config)
+        return _ConvFn.apply(x, w, bias, op, config)
 
 
 class AdjointConv1d(_AdjointConvMixin, nn.Conv1d):
@@ -178,7 +194,9 @@ class AdjointLeakyReLU(AdjointModule, nn.LeakyReLU):
             if slope < 0:  # the output's sign no longer tells the branch: stock autograd
                 return F.leaky_relu(x, slope, inplace=True)
             return _LeakyReLUInplaceFn.apply(x, slope)
-        return x * ((x > 0).to(x.dtype) * (1.0 - slope) + slope)
+        # F.leaky_relu's own formula (bit-identical in every dtype); the backward multiplies by
+        # the constant branch mask, with no edge back to x.
+        return torch.where(x > 0, x, x * slope)
 
 
 class _AdjointMaxPoolMixin(AdjointModule):
