@@ -70,6 +70,14 @@ class PenaltyResult:
     penalty: Tensor
     logits: Tensor
 
+    def __repr__(self) -> str:
+        n, m = self.logits.shape
+        return (
+            f"PenaltyResult(total={float(self.total.detach()):.6g}, "
+            f"task={float(self.task.detach()):.6g}, penalty={float(self.penalty.detach()):.6g}, "
+            f"logits=({n}, {m}))"
+        )
+
 
 def objective(
     model: nn.Module,

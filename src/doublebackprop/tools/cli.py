@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("landscape", help="penalty along a line in parameter space (PNG)")
     p.add_argument("--out", type=Path, default=Path("results/landscape"), help="output folder")
     p.add_argument("--seed", type=int, default=0, help="seed of the net and the direction")
-    p.add_argument("--points", type=int, default=801, help="points along the line")
+    p.add_argument("--points", type=int, default=801, help="points along the line (at least 41)")
     p.set_defaults(func=_landscape)
 
     p = sub.add_parser("engines-demo", help="digits CNN trained through each engine")
@@ -60,7 +60,8 @@ def _bench(args: argparse.Namespace) -> int:
             raise ValueError(f"--models {args.models}: no benchmark model matches")
     rows = bench.run_benchmark(cases, device=device, repeats=args.repeats, progress=print)
     print(bench.format_table(rows, device))
-    bench.write_json(rows, device, args.out / f"bench-{device}.json")
+    settings = {"quick": args.quick, "repeats": args.repeats, "models": args.models}
+    bench.write_json(rows, device, args.out / f"bench-{device}.json", settings=settings)
     print(f"wrote {args.out / f'bench-{device}.json'}")
     return 0
 
@@ -80,7 +81,7 @@ def _complexity(args: argparse.Namespace) -> int:
 def _landscape(args: argparse.Namespace) -> int:
     from doublebackprop.tools.landscape_plot import landscape_figure
 
-    summary = landscape_figure(args.out, seed=args.seed, points=args.points)
+    summary = landscape_figure(args.out, seed=args.seed, points=args.points, progress=print)
     print(json.dumps(summary, indent=1))
     return 0
 
