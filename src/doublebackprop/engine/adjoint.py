@@ -6,8 +6,10 @@ one model) whose forward gives bit-identical outputs but whose backward is writt
 differentiable ops:
 
 * convolutions: ``K^T`` is a transposed convolution and ``K^□`` the weight-gradient convolution,
-  so differentiating the backward never reaches a (slow, on cuDNN) double-backward kernel, and the
-  weight gradient is skipped when the autograd engine will not use it (an input-gradient pass);
+  so differentiating the input-gradient pass once (what the library's penalties do) never
+  reaches a (slow, on cuDNN) double-backward kernel, and the weight gradient is skipped when the
+  autograd engine will not use it. Differentiating a *parameter* gradient again (third order)
+  does reach it: ``K^□`` runs ``convolution_backward``;
 * ReLU / leaky ReLU / max-pooling: the backward multiplies by a *constant* mask (or gathers with
   constant indices), so ``φ'' = 0`` is explicit and a penalty on a logit saliency needs no second
   backward sweep through the primal graph (the thesis' "B2 vanishes");

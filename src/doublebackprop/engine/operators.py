@@ -7,9 +7,10 @@ For a bounded bilinear ``K: Θ × X → Z`` there are bilinear ``K^T`` (input ad
 
 Backprop through the layer is ``δ_in = K^T(θ, δ_out)`` and ``∇_θ = K^□(δ_out, x)``, and
 differentiating a backward pass needs no new primitive: ``∇_θ⟨K^T(θ,y),v⟩ = K^□(y,v)`` and
-``∇_y⟨K^T(θ,y),v⟩ = K(θ,v)``. Everything here is built from ordinary *forward* torch ops
-(convolution, transposed convolution, matmul, einsum), so a second differentiation never reaches
-a dedicated double-backward kernel.
+``∇_y⟨K^T(θ,y),v⟩ = K(θ,v)``. ``K`` and ``K^T`` are ordinary *forward* torch ops
+(convolution, transposed convolution, matmul, einsum), so differentiating an input-gradient pass
+once never reaches a dedicated double-backward kernel; the convolution's ``K^□`` is computed by
+``convolution_backward``, so differentiating it again (third order) does.
 
 Linear maps without parameters (flatten, pooling, dropout with its mask) have ``K`` and ``K^T``
 only. Activations carry ``φ``, ``φ'`` and ``φ''``; ``φ'' ≡ 0`` (ReLU, leaky ReLU) is what makes
