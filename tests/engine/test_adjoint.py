@@ -240,3 +240,17 @@ def test_double_backward_kernel_claim_holds_exactly_as_documented():
     assert "ConvolutionBackwardBackward0" in found["stock"][0]
     assert "ConvolutionBackwardBackward0" not in found["fast"][0]
     assert "ConvolutionBackwardBackward0" in found["fast"][1]
+
+
+def test_converted_model_pickles_and_deepcopies(tmp_path):
+    net = nn.Sequential(nn.Conv1d(1, 2, 3, padding="same"), nn.ReLU(), nn.Flatten())
+    fast = dbp.adjoint(net)
+    x = torch.randn(2, 1, 8)
+    out = fast(x)  # builds the cached operator
+    torch.save(fast, tmp_path / "m.pt")
+    loaded = torch.load(tmp_path / "m.pt", weights_only=False)
+    assert torch.equal(loaded(x), out) and torch.equal(copy.deepcopy(fast)(x), out)
+    fast[0].padding = (2,)  # a changed hyper-parameter rebuilds the operator
+    stock = nn.Conv1d(1, 2, 3, padding=2)
+    stock.load_state_dict(fast[0].state_dict())
+    assert torch.equal(fast[0](x), stock(x))

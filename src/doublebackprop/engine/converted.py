@@ -10,10 +10,12 @@ from torch import nn
 
 from doublebackprop.engine._torch_compat import (
     convolution_backward,
+    leaky_relu_backward,
     relu_backward,
     will_engine_execute,
 )
 from doublebackprop.engine.operators import (
+    BilinearOperator,
     adaptive_avg_map,
     avg_pool_map,
     conv_operator,
@@ -102,12 +104,30 @@ class _ConvFn(torch.autograd.Function):
 
 
 class _AdjointConvMixin(AdjointModule):
+    def _operator(self) -> tuple[list[tuple[int, int]], BilinearOperator, tuple]:
+        """The pre-padding, operator and kernel configuration, rebuilt only when the module's
+        hyper-parameters change (building them costs more than a small convolution)."""
+        key = (self.padding, self.kernel_size, self.stride, self.dilation, self.groups)
+        cached = self.__dict__.get("_adjoint_operator")
+        if cached is None or cached[0] != key:
+            nd = len(self.kernel_size)
+            pre, sym = conv_padding(self.padding, self.kernel_size, self.dilation)
+            op = conv_operator(nd, self.stride, sym, self.dilation, self.groups)
+            config = (list(self.stride), list(sym), list(self.dilation), self.groups)
+            cached = (key, pre, op, config)
+            self.__dict__["_adjoint_operator"] = cached
+        return cached[1], cached[2], cached[3]
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()  # the cached operator holds closures: not pickled
+        state.pop("_adjoint_operator", None)
+        return state
+
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
         nd = len(self.kernel_size)
         if not _batched(x, nd):
             return self.forward(x.unsqueeze(0)).squeeze(0)
-        pre, sym = conv_padding(self.padding, self.kernel_size, self.dilation)
-        op = conv_operator(nd, self.stride, sym, self.dilation, self.groups)
+        pre, op, config = self._operator()
         x = pad_last_dims(x, pre)
         # A view makes the weight a non-leaf input, so the engine can tell whether it needs it.
         w, bias = self.weight.view_as(self.weight), self.bias
@@ -115,7 +135,6 @@ class _AdjointConvMixin(AdjointModule):
         if dtype is not None:  # what autocast does to a stock conv: everything in its dtype
             x, w = x.to(dtype), w.to(dtype)
             bias = None if bias is None else bias.to(dtype)
-        config = (list(self.stride), list(sym), list(self.dilation), self.groups)
         return _ConvFn.apply(x, w, bias, op, config)
 
 
@@ -145,9 +164,10 @@ class _ReLUFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         (out,) = ctx.saved_tensors
-        if not torch.is_grad_enabled():
-            return relu_backward(grad, out)  # fused, as stock
-        return grad * (out > 0)  # a bool mask: a quarter of the memory of a float one
+        # The fused stock kernel on a *detached* output: differentiable in ``grad`` (by itself),
+        # with no edge back to the pre-activations, and it saves nothing new (``out`` is
+        # already saved by the forward).
+        return relu_backward(grad, out.detach())
 
 
 class _ReLUInplaceFn(torch.autograd.Function):
@@ -164,9 +184,32 @@ class _ReLUInplaceFn(torch.autograd.Function):
     backward = _ReLUFn.backward
 
 
+class _LeakyReLUFn(torch.autograd.Function):
+    """LeakyReLU by the stock kernel; its backward is the stock fused backward on a *detached*
+    saved tensor: a constant slope mask, no edge back to the pre-activations (``φ'' = 0``).
+    With a slope ``>= 0`` the output is saved (its sign is the input's), else the input."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, slope):  # type: ignore[override]
+        return F.leaky_relu(x, slope)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[override]
+        x, slope = inputs
+        ctx.slope, ctx.saved_is_output = slope, slope >= 0
+        ctx.save_for_backward(output if slope >= 0 else x)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        (saved,) = ctx.saved_tensors
+        return leaky_relu_backward(grad, saved.detach(), ctx.slope, ctx.saved_is_output), None
+
+
 class _LeakyReLUInplaceFn(torch.autograd.Function):
-    """``nn.LeakyReLU(negative_slope >= 0, inplace=True)``: the sign of the output is that of
-    the input, so the constant slope mask can be read from the overwritten tensor."""
+    """``nn.LeakyReLU(negative_slope >= 0, inplace=True)``: overwrites its input, as stock; the
+    sign of the output is that of the input, so the mask is read from the overwritten tensor."""
 
     @staticmethod
     def forward(ctx, x, slope):  # type: ignore[override]
@@ -179,7 +222,7 @@ class _LeakyReLUInplaceFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         (out,) = ctx.saved_tensors
-        return torch.where(out > 0, grad, grad * ctx.slope), None
+        return leaky_relu_backward(grad, out.detach(), ctx.slope, True), None
 
 
 class AdjointReLU(AdjointModule, nn.ReLU):
@@ -194,9 +237,7 @@ class AdjointLeakyReLU(AdjointModule, nn.LeakyReLU):
             if slope < 0:  # the output's sign no longer tells the branch: stock autograd
                 return F.leaky_relu(x, slope, inplace=True)
             return _LeakyReLUInplaceFn.apply(x, slope)
-        # F.leaky_relu's own formula (bit-identical in every dtype); the backward multiplies by
-        # the constant branch mask, with no edge back to x.
-        return torch.where(x > 0, x, x * slope)
+        return _LeakyReLUFn.apply(x, slope)
 
 
 class _AdjointMaxPoolMixin(AdjointModule):

@@ -13,7 +13,7 @@ import json
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -125,7 +125,12 @@ def _sync(device: str) -> None:
 
 
 def _variants(
-    case: BenchCase, model: nn.Module, fast: nn.Module, x: torch.Tensor, y: torch.Tensor
+    case: BenchCase,
+    model: nn.Module,
+    fast: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    penalties: Sequence[str] | None,
 ) -> dict[tuple[str, str], Callable[[], None]]:
     """Every (penalty, engine) step of one case; ``model`` is stock, ``fast`` converted."""
 
@@ -156,6 +161,8 @@ def _variants(
     variants["plain", "plain"] = step(model, None, Autograd())
     variants["plain", "plain (converted)"] = step(fast, None, Autograd())
     for pname, pen in _penalties().items():
+        if penalties is not None and not any(p.lower() in pname.lower() for p in penalties):
+            continue
         if not isinstance(pen, JacobianPenalty):
             variants[pname, "autograd"] = step(model, pen, Autograd())
         else:  # stock's two ways; the adjoint is compared with the faster
@@ -178,8 +185,11 @@ def run_benchmark(
     warmup: int = 2,
     progress: Callable[[str], None] | None = None,
     seed: int = 0,
+    penalties: Sequence[str] | None = None,
 ) -> list[BenchRow]:
-    """Time every variant of every case; returns one row per (model, penalty, engine)."""
+    """Time every variant of every case; returns one row per (model, penalty, engine).
+
+    ``penalties``: substrings of the penalty names to run (``None``: all)."""
     rows: list[BenchRow] = []
     for index, case in enumerate(cases, 1):
         start = time.perf_counter()
@@ -189,7 +199,7 @@ def run_benchmark(
         gen = torch.Generator().manual_seed(seed)
         x = torch.randn(*case.input_shape, generator=gen).to(device)
         y = torch.randint(0, max(case.classes, 1), (case.input_shape[0],), generator=gen)
-        variants = _variants(case, model, fast, x, y.to(device))
+        variants = _variants(case, model, fast, x, y.to(device), penalties)
         if progress:
             progress(
                 f"[{index}/{len(cases)}] {case.name}: {len(variants)} variants × {repeats} repeats"

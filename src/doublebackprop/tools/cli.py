@@ -14,6 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="smaller CPU batches")
     p.add_argument("--repeats", type=int, default=10, help="timed steps per case (median)")
     p.add_argument("--models", nargs="*", default=None, help="substrings of model names to run")
+    p.add_argument(
+        "--penalties", nargs="*", default=None, help="substrings of penalty names to run"
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--out", type=Path, default=Path("results/bench"), help="output folder")
     p.set_defaults(func=_bench)
 
@@ -58,9 +62,21 @@ def _bench(args: argparse.Namespace) -> int:
         cases = [c for c in cases if any(s.lower() in c.name.lower() for s in args.models)]
         if not cases:
             raise ValueError(f"--models {args.models}: no benchmark model matches")
-    rows = bench.run_benchmark(cases, device=device, repeats=args.repeats, progress=print)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    rows = bench.run_benchmark(
+        cases, device=device, repeats=args.repeats, progress=print, penalties=args.penalties
+    )
     print(bench.format_table(rows, device))
-    settings = {"quick": args.quick, "repeats": args.repeats, "models": args.models}
+    settings = {
+        "quick": args.quick,
+        "repeats": args.repeats,
+        "models": args.models,
+        "penalties": args.penalties,
+        "threads": torch.get_num_threads(),
+    }
     bench.write_json(rows, device, args.out / f"bench-{device}.json", settings=settings)
     print(f"wrote {args.out / f'bench-{device}.json'}")
     return 0
