@@ -229,7 +229,10 @@ def _linear_vjp(fn: Callable[[Tensor], Tensor], y: Tensor, shape: Sequence[int])
     """
     keep = torch.is_grad_enabled()
     with torch.enable_grad():
-        probe = torch.zeros(shape, dtype=y.dtype, device=y.device, requires_grad=True)
+        # A zero scalar expanded to the input's shape: the pool's backward saves its input,
+        # and this one costs no memory (a full zeros tensor would be saved in the graph).
+        base = torch.zeros((), dtype=y.dtype, device=y.device, requires_grad=True)
+        probe = base.expand(shape)
         (g,) = torch.autograd.grad(fn(probe), probe, y, create_graph=keep)
     return g
 
