@@ -20,6 +20,8 @@ def test_public_api_snapshot():
         "Sweeps",
         "__version__",
         "adjoint",
+        "explain",
+        "gradient_penalty",
         "input_gradient",
         "objective",
     ]

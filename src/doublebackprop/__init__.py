@@ -37,6 +37,8 @@ from doublebackprop.engine import (
     SweepCount,
     Sweeps,
     adjoint,
+    explain,
+    gradient_penalty,
     input_gradient,
     objective,
 )
@@ -62,6 +64,8 @@ __all__ = [
     "Sweeps",
     "__version__",
     "adjoint",
+    "explain",
+    "gradient_penalty",
     "input_gradient",
     "objective",
 ]

@@ -70,3 +70,39 @@ def test_unsupported_layer_named():
             penalty=dbp.JacobianPenalty(weight=1.0),
             engine="sweeps",
         )
+
+
+@pytest.mark.parametrize("family", ["mlp", "mlp_leaky", "cnn1d", "cnn2d", "smooth"])
+def test_sweeps_on_a_converted_model(family):
+    import copy
+
+    from .nets import families
+
+    model, shape, classes = families()[family]
+    model.eval()
+    stock = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(*shape, generator=g, dtype=torch.float64)
+    y = torch.randint(0, classes, (shape[0],), generator=g)
+    pen = dbp.JacobianPenalty(weight=0.1)
+    dbp.objective(stock, x, y, penalty=pen, engine="autograd").total.backward()
+    fast = dbp.adjoint(model)
+    eng = dbp.Sweeps()
+    dbp.objective(fast, x, y, penalty=pen, engine=eng).total.backward()
+    assert eng.last_count is not None and eng.last_count.sweeps[:2] == ("B1", "F2")
+    for p, q in zip(fast.parameters(), stock.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("drop", [nn.Dropout(0.2), nn.Dropout1d(0.2), nn.AlphaDropout(0.2)])
+def test_train_mode_dropout_hint(drop):
+    net = nn.Sequential(nn.Linear(3, 3), drop, nn.Linear(3, 2)).train()
+    x = torch.randn(4, 3)
+    with pytest.raises(TypeError, match=r"in train mode \(call \.eval\(\)\)"):
+        dbp.objective(
+            net,
+            x,
+            torch.tensor([0, 1, 0, 1]),
+            penalty=dbp.JacobianPenalty(weight=1.0),
+            engine="sweeps",
+        )

@@ -77,13 +77,39 @@ def test_nan_gradient_is_reported():
         )
 
 
+def _bn_net():
+    return nn.Sequential(
+        nn.Conv1d(1, 2, 3, padding=1),
+        nn.BatchNorm1d(2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(16, 3),
+    )
+
+
+def _snapshot(net):
+    return {k: v.clone() for k, v in net.state_dict().items()}
+
+
+def _same_state(net, snap):
+    state = net.state_dict()
+    return list(state) == list(snap) and all(torch.equal(state[k], snap[k]) for k in snap)
+
+
+@pytest.mark.parametrize("labels", [[0, 1, 2, 9], [0, -1, 2, 1]], ids=["too_large", "negative"])
 @pytest.mark.parametrize("engine", ["adjoint", "autograd", "sweeps", "finite_difference"])
-def test_state_restored_after_exception(engine):
-    net = _net().train()
+def test_state_restored_after_exception(engine, labels):
+    """A rejected call leaves the model as it was: buffers (BatchNorm running statistics and
+    num_batches_tracked), parameters, training flags, hooks, and the input's flags."""
+    net = _bn_net().train()
+    if engine == "sweeps":  # the sweeps engine has no BatchNorm rule: a plain net there
+        net = _net().train()
+    snap = _snapshot(net)
     hooks_before = sum(len(m._forward_hooks) + len(m._backward_hooks) for m in net.modules())
     x = torch.randn(4, 1, 8)
-    with pytest.raises(ValueError):
-        dbp.objective(net, x, torch.tensor([0, 1, 2, 9]), penalty=PEN, engine=engine)
+    with pytest.raises(ValueError, match="y must lie in"):
+        dbp.objective(net, x, torch.tensor(labels), penalty=PEN, engine=engine)
+    assert _same_state(net, snap)
     assert net.training is True
     assert x.requires_grad is False
     assert (
@@ -92,8 +118,38 @@ def test_state_restored_after_exception(engine):
     net.eval()
     xr = torch.randn(4, 1, 8, requires_grad=True)
     with pytest.raises(ValueError):
-        dbp.objective(net, xr, torch.tensor([0, 1, 2, 9]), penalty=PEN, engine=engine)
+        dbp.objective(net, xr, torch.tensor(labels), penalty=PEN, engine=engine)
     assert net.training is False and xr.requires_grad is True and xr.grad is None
+    assert _same_state(net, snap)
+
+
+@pytest.mark.parametrize("engine", ["adjoint", "autograd"])
+def test_buffers_restored_after_late_error(engine):
+    """An error found after the forward (a non-finite input gradient) restores the buffers."""
+
+    class Blow(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn = nn.BatchNorm1d(3)
+
+        def forward(self, x):
+            return torch.sqrt(self.bn(x)[:, :2] * 0.0)
+
+    net = Blow().train()
+    snap = _snapshot(net)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        dbp.objective(
+            net, torch.randn(4, 3), torch.tensor([0, 1, 1, 0]), penalty=PEN, engine=engine
+        )
+    assert _same_state(net, snap)
+
+
+def test_rejected_input_gradient_keeps_buffers():
+    net = _bn_net().train()
+    snap = _snapshot(net)
+    with pytest.raises(ValueError, match="target must lie in"):
+        dbp.input_gradient(net, torch.randn(4, 1, 8), target=torch.tensor([0, 1, 2, 5]))
+    assert _same_state(net, snap)
 
 
 def test_objective_leaves_inputs_untouched():

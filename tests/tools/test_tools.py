@@ -28,11 +28,33 @@ def test_benchmark_rows_and_json(tmp_path):
     plain = next(r for r in rows if r.engine == "plain")
     assert plain.ratio_to_plain == 1.0
     assert all(r.median_ms > 0 and r.memory_mb >= 0 for r in rows)
-    assert all((r.met is None) == (r.engine != "adjoint") for r in rows)
-    bench.write_json(rows, "cpu", tmp_path / "b.json")
+    judged = ("adjoint", "plain (converted)")
+    assert all((r.met is None) == (r.engine not in judged) for r in rows)
+    for r in rows:
+        if r.met is not None:  # the verdict names the ratios that decide it
+            assert "×stock" in r.why or "×plain" in r.why
+            assert (">" in r.why) == (not r.met)
+    bench.write_json(rows, "cpu", tmp_path / "b.json", settings={"quick": True, "repeats": 1})
     data = json.loads((tmp_path / "b.json").read_text())
     assert data["meta"]["device"] == "cpu" and len(data["rows"]) == len(rows)
-    assert "tiny" in bench.format_table(rows, "cpu")
+    assert data["meta"]["settings"] == {"quick": True, "repeats": 1}
+    table = bench.format_table(rows, "cpu")
+    assert "tiny" in table and "Why the CPU shows little gain" in table
+
+
+def test_benchmark_critic_case():
+    case = bench.BenchCase(
+        "critic", lambda: zoo.dcgan_discriminator(1, 2), (2, 1, 64, 64), 0, False
+    )
+    messages = []
+    rows = bench.run_benchmark([case], repeats=1, warmup=0, progress=messages.append)
+    assert {(r.penalty, r.engine) for r in rows} == {
+        ("plain", "plain"),
+        ("plain", "plain (converted)"),
+        ("R1 gradient penalty", "autograd"),
+        ("R1 gradient penalty", "adjoint"),
+    }
+    assert messages[0].startswith("[1/1] critic") and "done" in messages[-1]
 
 
 def test_complexity_counts_show_the_saved_sweep():
@@ -45,6 +67,7 @@ def test_complexity_counts_show_the_saved_sweep():
     assert by["‖∇ₓ loss‖²", "ReLU"].sweeps == "B1+F2+B2"  # the softmax Hessian at the head
     text = format_markdown(rows, width=8, depth=3, batch=4)
     assert text.count("\n| ") == len(rows) + 1
+    assert "stock autograd ms" in text and all(r.stock_ms > 0 for r in rows)
 
 
 def _line(act, batch):
@@ -94,8 +117,15 @@ def test_scan_restores_parameters():
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
 
 
-def test_cli_landscape_writes_png(tmp_path):
-    assert main(["landscape", "--out", str(tmp_path), "--points", "21"]) == 0
+def test_cli_landscape_refuses_too_few_points(capsys):
+    for points in ("0", "2", "40"):
+        assert main(["landscape", "--points", points]) == 2
+        assert "--points must be >= 41" in capsys.readouterr().err
+
+
+def test_cli_landscape_writes_png(tmp_path, capsys):
+    assert main(["landscape", "--out", str(tmp_path), "--points", "41"]) == 0
+    assert "ReLU: batch 512: 41 points done" in capsys.readouterr().out
     assert (tmp_path / "landscape.png").stat().st_size > 1000
     summary = json.loads((tmp_path / "landscape.json").read_text())
     assert set(summary["nets"]) == {"ReLU", "Softplus"}

@@ -7,8 +7,10 @@ the operators) ← ``adjoint`` (conversion of a ``torch.nn`` model) ← ``penalt
 checks every layer above uses; ``_torch_compat`` holds the private PyTorch API the engine needs.
 """
 
-from doublebackprop.engine.adjoint import AdjointModule, adjoint, is_adjoint
+from doublebackprop.engine.adjoint import AdjointModule, adjoint, converted, is_adjoint
 from doublebackprop.engine.engines import Adjoint, Autograd, Engine, FiniteDifference
+from doublebackprop.engine.explain import Explanation, explain
+from doublebackprop.engine.gan import gradient_penalty
 from doublebackprop.engine.layers import LocallyConnected1d
 from doublebackprop.engine.objective import ENGINES, PenaltyResult, input_gradient, objective
 from doublebackprop.engine.penalties import (
@@ -26,6 +28,7 @@ __all__ = [
     "AdjointModule",
     "Autograd",
     "Engine",
+    "Explanation",
     "FiniteDifference",
     "GradientFunctionPenalty",
     "InputGradientPenalty",
@@ -37,6 +40,9 @@ __all__ = [
     "SweepCount",
     "Sweeps",
     "adjoint",
+    "converted",
+    "explain",
+    "gradient_penalty",
     "input_gradient",
     "is_adjoint",
     "objective",

@@ -51,6 +51,11 @@ def relu_backward(grad: Tensor, out: Tensor) -> Tensor:
     return torch.ops.aten.threshold_backward(grad, out, 0)
 
 
+def leaky_relu_backward(grad: Tensor, saved: Tensor, slope: float, saved_is_output: bool) -> Tensor:
+    """Stock fused LeakyReLU backward (``grad`` times 1 or ``slope`` by the sign of ``saved``)."""
+    return torch.ops.aten.leaky_relu_backward(grad, saved, slope, saved_is_output)
+
+
 def batch_norm_forward(
     x: Tensor,
     weight: Tensor | None,

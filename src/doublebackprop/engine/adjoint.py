@@ -1,12 +1,15 @@
 """``adjoint(model)``: the same model with backward passes built from ``K^T`` and ``K^□``.
 
-Each supported leaf module is swapped for a subclass of its own type (so ``isinstance``,
-``state_dict`` keys and parameters are unchanged and *shared* with the original) whose forward
-gives bit-identical outputs but whose backward is written with ordinary differentiable ops:
+Each supported module changes its class, in place, to a subclass of its own type (so
+``isinstance``, ``state_dict`` keys, parameters, buffers, flags and hooks are unchanged: there is
+one model) whose forward gives bit-identical outputs but whose backward is written with ordinary
+differentiable ops:
 
 * convolutions: ``K^T`` is a transposed convolution and ``K^□`` the weight-gradient convolution,
-  so differentiating the backward never reaches a (slow, on cuDNN) double-backward kernel, and the
-  weight gradient is skipped when the autograd engine will not use it (an input-gradient pass);
+  so differentiating the input-gradient pass once (what the library's penalties do) never
+  reaches a (slow, on cuDNN) double-backward kernel, and the weight gradient is skipped when the
+  autograd engine will not use it. Differentiating a *parameter* gradient again (third order)
+  does reach it: ``K^□`` runs ``convolution_backward``;
 * ReLU / leaky ReLU / max-pooling: the backward multiplies by a *constant* mask (or gathers with
   constant indices), so ``φ'' = 0`` is explicit and a penalty on a logit saliency needs no second
   backward sweep through the primal graph (the thesis' "B2 vanishes");
@@ -15,13 +18,16 @@ gives bit-identical outputs but whose backward is written with ordinary differen
   get their exact second-order terms and eval-mode BN is a constant affine map.
 
 Autograd still owns the graph, so residual connections and arbitrary forward code work. Modules
-without a rule keep stock autograd; one warning names them.
+without a rule keep stock autograd; one warning names each of them and says why. Functional calls
+in a forward (``F.relu``, ``F.conv2d``, ``torch.relu``) cannot be converted: they run on stock
+autograd (exact, possibly slower); :func:`doublebackprop.explain` lists them.
 """
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import warnings
+from collections.abc import Iterator
 
 from torch import nn
 
@@ -30,8 +36,6 @@ from doublebackprop.engine.converted import (
     AdjointAdaptiveAvgPool2d,
     AdjointAvgPool1d,
     AdjointAvgPool2d,
-    AdjointBatchNorm1d,
-    AdjointBatchNorm2d,
     AdjointConv1d,
     AdjointConv2d,
     AdjointLeakyReLU,
@@ -40,9 +44,10 @@ from doublebackprop.engine.converted import (
     AdjointModule,
     AdjointReLU,
 )
+from doublebackprop.engine.converted_bn import AdjointBatchNorm1d, AdjointBatchNorm2d
 from doublebackprop.engine.layers import LocallyConnected1d
 
-__all__ = ["adjoint", "is_adjoint", "AdjointModule"]
+__all__ = ["adjoint", "converted", "converting", "is_adjoint", "AdjointModule"]
 
 
 # ------------------------------------------------------------------------------- conversion
@@ -83,70 +88,129 @@ _STOCK_OK: tuple[type, ...] = (
 )
 
 
-def _convert(module: nn.Module, unsupported: set[str]) -> nn.Module:
-    rule = _RULES.get(type(module))
-    if rule is not None and not (
-        type(module) in (nn.Conv1d, nn.Conv2d) and module.padding_mode != "zeros"
-    ):
-        new = copy.copy(module)  # shares _parameters/_buffers dicts: same tensors, same state
-        new.__class__ = rule
-        return new
-    children = dict(module._modules)
-    if not children:
-        if not isinstance(module, _STOCK_OK + (AdjointModule,)):
-            unsupported.add(type(module).__name__)
-        return module
-    new = copy.copy(module)
-    new._modules = {
-        name: (None if child is None else _convert(child, unsupported))
-        for name, child in children.items()
-    }
-    return new
+#: containers that compute nothing themselves
+_PURE_CONTAINERS: tuple[type, ...] = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
-def adjoint(model: nn.Module) -> nn.Module:
-    """The model with adjoint-built backward passes, sharing parameters and buffers.
+def _fallback_reason(module: nn.Module) -> str | None:
+    """Why a module with a rule stays on stock autograd (``None``: it converts)."""
+    t = type(module)
+    if t in (nn.Conv1d, nn.Conv2d) and module.padding_mode != "zeros":
+        return f"{t.__name__}(padding_mode={module.padding_mode!r})"
+    if t is nn.LeakyReLU and module.inplace and float(module.negative_slope) < 0:
+        return "LeakyReLU(negative_slope<0, inplace=True)"
+    return None
 
-    Parameters
-    ----------
-    model : torch.nn.Module
-        Any model; supported leaf modules (Conv1d/2d, ReLU, LeakyReLU, max/avg/adaptive-avg
-        pooling, BatchNorm1d/2d) are replaced, containers are shallow-copied, everything else is
-        kept (with one warning naming modules the library has no rule for).
 
-    Returns
-    -------
-    torch.nn.Module
-        Forward outputs are bit-identical to ``model``'s; parameters and buffers are the same
-        tensor objects, so training either trains both. The ``training`` flags are copied at
-        conversion time (call ``.train()``/``.eval()`` on the returned model afterwards).
+def _convert_in_place(
+    model: nn.Module,
+) -> tuple[list[tuple[nn.Module, type]], dict[str, list[str]]]:
+    """Swap the class of every convertible module; returns the swaps (to undo them) and the
+    modules left on stock autograd as ``{reason: [qualified names]}``."""
+    swaps: list[tuple[nn.Module, type]] = []
+    stock: dict[str, list[str]] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, AdjointModule):
+            continue
+        rule = _RULES.get(type(module))
+        reason = _fallback_reason(module) if rule is not None else None
+        if rule is not None and reason is None:
+            swaps.append((module, type(module)))
+            module.__class__ = rule
+            continue
+        if reason is None:
+            if isinstance(module, _STOCK_OK + _PURE_CONTAINERS):
+                continue
+            has_children = next(module.children(), None) is not None
+            # A container computes with its own parameters (MultiheadAttention) or not at all.
+            if has_children and not any(True for _ in module.parameters(recurse=False)):
+                continue
+            reason = f"{type(module).__name__} (no adjoint rule)"
+        stock.setdefault(reason, []).append(name or "<model>")
+    return swaps, stock
 
-    Examples
-    --------
-    >>> net = nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(24, 2))
-    >>> fast = adjoint(net)
-    >>> fast[0].weight is net[0].weight
-    True
-    """
+
+def stock_modules_message(stock: dict[str, list[str]]) -> str:
+    """The fallback warning: every module left on stock autograd, grouped by why."""
+    parts = [f"{reason} at {', '.join(names)}" for reason, names in sorted(stock.items())]
+    return (
+        "doublebackprop.engine.adjoint: these modules keep stock autograd (correct, possibly "
+        "slower): " + "; ".join(parts) + ". Functional calls in forward (F.relu, torch.relu, "
+        "F.conv2d, ...) are never converted; doublebackprop.explain(model, x) lists what ran on "
+        "stock autograd"
+    )
+
+
+def _check_convertible(model: object) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"adjoint: model must be a torch.nn.Module, got {type(model).__name__}")
-    if is_adjoint(model):
-        return model
     if isinstance(model, nn.parallel.DistributedDataParallel):
         raise TypeError(
             "adjoint: convert the model before wrapping it in DistributedDataParallel, "
             "e.g. DistributedDataParallel(doublebackprop.engine.adjoint(model))"
         )
-    unsupported: set[str] = set()
-    converted = _convert(model, unsupported)
-    if unsupported:
-        warnings.warn(
-            "doublebackprop.engine.adjoint: no adjoint rule for "
-            + ", ".join(sorted(unsupported))
-            + "; these modules keep stock autograd (correct, possibly slower)",
-            stacklevel=2,
-        )
-    return converted
+
+
+def adjoint(model: nn.Module) -> nn.Module:
+    """Convert ``model`` *in place* to adjoint-built backward passes, and return it.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Any model. Supported modules (Conv1d/2d with zero padding, ReLU, LeakyReLU, max/avg/
+        adaptive-avg pooling, BatchNorm1d/2d) change their class to a subclass of their own
+        type (``isinstance`` and ``state_dict`` keys are unchanged); everything else is kept,
+        with one warning naming every module left on stock autograd and why.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``model`` itself: there is one model, so ``train()``/``eval()``, ``to()``,
+        ``requires_grad_`` and hooks act on it as always. Forward outputs are bit-identical to
+        the unconverted model's. Keep a ``copy.deepcopy`` first if you need the stock model too.
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(24, 2))
+    >>> fast = adjoint(net)
+    >>> fast is net
+    True
+    """
+    if isinstance(model, nn.Module) and is_adjoint(model):
+        return model
+    _check_convertible(model)
+    _, stock = _convert_in_place(model)
+    if stock:
+        warnings.warn(stock_modules_message(stock), stacklevel=2)
+    return model
+
+
+@contextlib.contextmanager
+def converting(model: nn.Module) -> Iterator[tuple[nn.Module, dict[str, list[str]]]]:
+    """:func:`converted`, also yielding the modules left on stock autograd (no warning)."""
+    if isinstance(model, nn.Module) and is_adjoint(model):  # a DDP wrapper of one, too
+        yield model, {}
+        return
+    _check_convertible(model)
+    swaps, stock = _convert_in_place(model)
+    try:
+        yield model, stock
+    finally:
+        for module, cls in swaps:
+            module.__class__ = cls
+
+
+@contextlib.contextmanager
+def converted(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` converted for the duration of the block, then restored to its own classes.
+
+    An already converted model is used as is. The autograd graph recorded inside the block
+    stays valid after it (backward does not need the modules' classes).
+    """
+    with converting(model) as (net, stock):
+        if stock:
+            warnings.warn(stock_modules_message(stock), stacklevel=3)
+        yield net
 
 
 def is_adjoint(model: nn.Module) -> bool:

@@ -20,7 +20,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from doublebackprop.engine.adjoint import adjoint
+from doublebackprop.engine.adjoint import converted
+from doublebackprop.engine.explain import check_double_backward
 from doublebackprop.engine.penalties import Penalty
 from doublebackprop.engine.validation import check_finite_gradient, check_label_range, check_logits
 
@@ -80,19 +81,28 @@ class Engine(ABC):
     ) -> tuple[Tensor, Tensor]:
         """Forward logits (with graph) and the weighted mean penalty (with its gradient)."""
 
-    def prepare(self, model: nn.Module) -> nn.Module:
-        """The model the engine runs (the identity except for :class:`Adjoint`)."""
-        return model
+    @contextlib.contextmanager
+    def running(self, model: nn.Module) -> Iterator[nn.Module]:
+        """The model the engine runs, for the duration of a call (``model`` itself, except
+        that :class:`Adjoint` converts an unconverted model for the call only)."""
+        yield model
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
 def forward_logits(model: nn.Module, x: Tensor, y: Tensor | None, where: str) -> Tensor:
+    """The model's outputs, checked; ``y`` (class indices, or ``None`` for other targets)
+    against the number of outputs."""
     logits = check_logits(model(x), x.shape[0], where)
     if y is not None:
         check_label_range(y, logits.shape[1], where)
     return logits
+
+
+def class_labels(penalty: Penalty, y: Tensor) -> Tensor | None:
+    """``y`` if it holds class indices to check against the outputs, else ``None``."""
+    return y if getattr(penalty, "class_labels", True) else None
 
 
 class Autograd(Engine):
@@ -111,11 +121,12 @@ class Autograd(Engine):
         self.batched_rows = batched_rows
 
     def penalty_term(self, model, x, y, penalty, weight):
-        model = self.prepare(model)
         leaf = x.detach().requires_grad_(True)
-        logits = forward_logits(model, leaf, y, "objective")
-        seeds = penalty.seeds(logits, y)
-        grads = vjp_rows(logits, leaf, seeds, create_graph=True, batched=self.batched_rows)
+        with self.running(model) as net:
+            logits = forward_logits(net, leaf, class_labels(penalty, y), "objective")
+            check_double_backward(logits, "objective")
+            seeds = penalty.seeds(logits, y)
+            grads = vjp_rows(logits, leaf, seeds, create_graph=True, batched=self.batched_rows)
         check_finite_gradient(grads, "objective")
         return logits, _weighted_mean(penalty.per_sample(grads, x.detach()), weight)
 
@@ -123,14 +134,17 @@ class Autograd(Engine):
 class Adjoint(Autograd):
     """Double backprop through :func:`doublebackprop.engine.adjoint` (the default engine).
 
-    A model that is already converted is used as is; anything else is converted on every call
-    (cheap, but convert once with ``dbp.adjoint(model)`` in a training loop).
+    A model that is already converted is used as is; anything else is converted for the call
+    and restored afterwards (cheap, but convert once with ``dbp.adjoint(model)`` in a training
+    loop: that also warns only once about modules left on stock autograd).
     """
 
     name = "adjoint"
 
-    def prepare(self, model: nn.Module) -> nn.Module:
-        return adjoint(model)
+    @contextlib.contextmanager
+    def running(self, model: nn.Module) -> Iterator[nn.Module]:
+        with converted(model) as net:
+            yield net
 
 
 def _rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:
@@ -191,7 +205,7 @@ class FiniteDifference(Engine):
     def penalty_term(self, model, x, y, penalty, weight):
         rng_state = _rng_state(x.device)
         leaf = x.detach().requires_grad_(True)
-        logits = forward_logits(model, leaf, y, "objective")
+        logits = forward_logits(model, leaf, class_labels(penalty, y), "objective")
         seeds = penalty.seeds(logits, y)
         grads = vjp_rows(logits, leaf, seeds.detach(), create_graph=False)
         check_finite_gradient(grads, "objective")

@@ -17,6 +17,7 @@ from doublebackprop.engine.engines import (
 )
 from doublebackprop.engine.penalties import Penalty
 from doublebackprop.engine.sweeps import Sweeps
+from doublebackprop.engine.tasks import TaskLoss, check_task_loss, with_task_loss
 from doublebackprop.engine.validation import (
     check_finite_gradient,
     check_inputs,
@@ -25,6 +26,8 @@ from doublebackprop.engine.validation import (
     check_logits,
     check_model,
     check_sample_weight,
+    check_targets,
+    restored_on_error,
 )
 
 __all__ = ["PenaltyResult", "objective", "input_gradient", "resolve_engine", "ENGINES"]
@@ -46,6 +49,11 @@ def resolve_engine(engine: str | Engine) -> Engine:
         return engine
     if isinstance(engine, str) and engine in ENGINES:
         return ENGINES[engine]()
+    if isinstance(engine, type) and issubclass(engine, Engine):
+        raise TypeError(
+            f"engine must be an Engine instance or a name, got the class {engine.__name__}; "
+            f"instantiate it: engine={engine.__name__}()"
+        )
     raise ValueError(f"engine must be one of {sorted(ENGINES)} or an Engine, got {engine!r}")
 
 
@@ -62,6 +70,14 @@ class PenaltyResult:
     penalty: Tensor
     logits: Tensor
 
+    def __repr__(self) -> str:
+        n, m = self.logits.shape
+        return (
+            f"PenaltyResult(total={float(self.total.detach()):.6g}, "
+            f"task={float(self.task.detach()):.6g}, penalty={float(self.penalty.detach()):.6g}, "
+            f"logits=({n}, {m}))"
+        )
+
 
 def objective(
     model: nn.Module,
@@ -71,8 +87,9 @@ def objective(
     penalty: Penalty | None = None,
     engine: str | Engine = "adjoint",
     sample_weight: Tensor | None = None,
+    loss: TaskLoss | None = None,
 ) -> PenaltyResult:
-    """Cross-entropy plus a penalty on input derivatives; ``result.total.backward()`` trains.
+    """A task loss plus a penalty on input derivatives; ``result.total.backward()`` trains.
 
     Parameters
     ----------
@@ -83,14 +100,23 @@ def objective(
         Inputs ``(N, ...)``, floating point, finite. ``x`` itself is not modified and its
         ``requires_grad`` is left alone.
     y : Tensor
-        Class indices ``(N,)``.
+        Class indices ``(N,)`` for the default cross-entropy; with ``loss``, whatever it takes
+        (soft labels ``(N, m)``, regression targets), with ``N`` rows.
     penalty : Penalty or None
-        :class:`InputGradientPenalty`, :class:`RelevancePenalty`, :class:`JacobianPenalty`,
-        :class:`GradientFunctionPenalty` or your own subclass. ``None``: plain cross-entropy.
+        An *instance* of :class:`InputGradientPenalty`, :class:`RelevancePenalty`,
+        :class:`JacobianPenalty`, :class:`GradientFunctionPenalty` or your own subclass.
+        ``None``: the task loss alone. A penalty with ``target="loss"`` differentiates the task
+        loss (``loss`` if given).
     engine : {"adjoint", "autograd", "sweeps", "finite_difference"} or Engine
     sample_weight : Tensor or None
         ``(N,)`` weights multiplying each sample's whole loss (task and penalty), e.g. balanced
         class weights ``N / (K·N_c)``.
+    loss : callable or None
+        ``loss(logits, y) -> (N,)``, one value per sample, differentiable in the logits.
+        ``None``: cross-entropy with class indices. Examples: label smoothing
+        ``lambda z, y: F.cross_entropy(z, y, label_smoothing=0.1, reduction="none")``, soft
+        labels ``lambda z, q: -(q * z.log_softmax(1)).sum(1)``, regression
+        ``lambda z, t: (z - t).pow(2).sum(1)``.
 
     Returns
     -------
@@ -113,21 +139,43 @@ def objective(
     where = "objective"
     check_model(model, where)
     x = check_inputs(x, where)
-    y = check_labels(y, x.shape[0], where).to(x.device)
-    weight = check_sample_weight(sample_weight, x.shape[0], x, where)
-    if penalty is not None and not isinstance(penalty, Penalty):
-        raise TypeError(f"{where}: penalty must be a Penalty or None, got {type(penalty).__name__}")
-    eng = resolve_engine(engine)
-
-    if penalty is None:
-        logits = check_logits(eng.prepare(model)(x), x.shape[0], where)
-        check_label_range(y, logits.shape[1], where)
-        pen = logits.new_zeros(())
+    if loss is None:
+        y = check_labels(y, x.shape[0], where).to(x.device)
     else:
-        logits, pen = eng.penalty_term(model, x, y, penalty, weight)
-    ce = F.cross_entropy(logits, y, reduction="none")
-    task = ce.mean() if weight is None else (weight * ce).mean()
+        if not callable(loss):
+            raise TypeError(f"{where}: loss must be a callable (logits, y) -> (N,) or None")
+        y = check_targets(y, x.shape[0], where).to(x.device)
+    weight = check_sample_weight(sample_weight, x.shape[0], x, where)
+    check_penalty(penalty, where)
+    eng = resolve_engine(engine)
+    task_penalty = penalty if penalty is None or loss is None else with_task_loss(penalty, loss)
+
+    with restored_on_error(model):
+        if task_penalty is None:
+            with eng.running(model) as net:
+                logits = check_logits(net(x), x.shape[0], where)
+            if loss is None:
+                check_label_range(y, logits.shape[1], where)
+            pen = logits.new_zeros(())
+        else:
+            logits, pen = eng.penalty_term(model, x, y, task_penalty, weight)
+        if loss is None:
+            per = F.cross_entropy(logits, y, reduction="none")
+        else:
+            per = check_task_loss(loss(logits, y), x.shape[0], where)
+    task = per.mean() if weight is None else (weight * per).mean()
     return PenaltyResult(total=task + pen, task=task, penalty=pen, logits=logits)
+
+
+def check_penalty(penalty: object, where: str) -> None:
+    if penalty is None or isinstance(penalty, Penalty):
+        return
+    if isinstance(penalty, type) and issubclass(penalty, Penalty):
+        raise TypeError(
+            f"{where}: penalty must be a Penalty instance, got the class {penalty.__name__}; "
+            f"instantiate it, e.g. penalty={penalty.__name__}(...) with its keyword arguments"
+        )
+    raise TypeError(f"{where}: penalty must be a Penalty or None, got {type(penalty).__name__}")
 
 
 def input_gradient(
@@ -172,14 +220,13 @@ def input_gradient(
     eng = resolve_engine(engine)
     if not isinstance(eng, Autograd):
         eng = Autograd()
-    net = eng.prepare(model)
     leaf = x if x.requires_grad else x.detach().requires_grad_(True)
-    with torch.enable_grad():
+    with torch.enable_grad(), restored_on_error(model), eng.running(model) as net:
         logits = check_logits(net(leaf), x.shape[0], where)
         classes = _target_classes(target, logits, where)
         seed = F.one_hot(classes, logits.shape[1]).to(logits.dtype).unsqueeze(0)
         grad = vjp_rows(logits, leaf, seed, create_graph=create_graph)[0]
-    check_finite_gradient(grad, where)
+        check_finite_gradient(grad, where)
     return grad if create_graph else grad.detach()
 
 

@@ -7,9 +7,10 @@ For a bounded bilinear ``K: Θ × X → Z`` there are bilinear ``K^T`` (input ad
 
 Backprop through the layer is ``δ_in = K^T(θ, δ_out)`` and ``∇_θ = K^□(δ_out, x)``, and
 differentiating a backward pass needs no new primitive: ``∇_θ⟨K^T(θ,y),v⟩ = K^□(y,v)`` and
-``∇_y⟨K^T(θ,y),v⟩ = K(θ,v)``. Everything here is built from ordinary *forward* torch ops
-(convolution, transposed convolution, matmul, einsum), so a second differentiation never reaches
-a dedicated double-backward kernel.
+``∇_y⟨K^T(θ,y),v⟩ = K(θ,v)``. ``K`` and ``K^T`` are ordinary *forward* torch ops
+(convolution, transposed convolution, matmul, einsum), so differentiating an input-gradient pass
+once never reaches a dedicated double-backward kernel; the convolution's ``K^□`` is computed by
+``convolution_backward``, so differentiating it again (third order) does.
 
 Linear maps without parameters (flatten, pooling, dropout with its mask) have ``K`` and ``K^T``
 only. Activations carry ``φ``, ``φ'`` and ``φ''``; ``φ'' ≡ 0`` (ReLU, leaky ReLU) is what makes
@@ -37,6 +38,7 @@ __all__ = [
     "locally_connected_operator",
     "pad_last_dims",
     "same_padding",
+    "stock_type",
 ]
 
 Tensor = torch.Tensor
@@ -170,6 +172,17 @@ def locally_connected_operator(padding: int, stride: int) -> BilinearOperator:
     return BilinearOperator(apply, input_adjoint, param_adjoint)
 
 
+def stock_type(module: nn.Module) -> type:
+    """The ``torch.nn`` class of a module, also for one converted by
+    :func:`doublebackprop.engine.adjoint` (whose class is a subclass of its stock class)."""
+    t = type(module)
+    if t.__module__.startswith("doublebackprop.engine.converted"):
+        for base in t.__mro__[1:]:
+            if base.__module__.startswith("torch.nn"):
+                return base
+    return t
+
+
 def bilinear_operator(module: nn.Module) -> BilinearOperator | None:
     """The bilinear operator of a parametrised layer, or ``None`` if unsupported.
 
@@ -178,10 +191,11 @@ def bilinear_operator(module: nn.Module) -> BilinearOperator | None:
     (:class:`~doublebackprop.LocallyConnected1d`). Asymmetric ``"same"`` padding
     is not part of ``K``: pre-pad with :func:`conv_padding`'s first result.
     """
-    if type(module) is nn.Linear:
+    t = stock_type(module)
+    if t is nn.Linear:
         return _linear_op()
-    if type(module) in (nn.Conv1d, nn.Conv2d) and module.padding_mode == "zeros":
-        nd = 1 if type(module) is nn.Conv1d else 2
+    if t in (nn.Conv1d, nn.Conv2d) and module.padding_mode == "zeros":
+        nd = 1 if t is nn.Conv1d else 2
         _, sym = conv_padding(module.padding, module.kernel_size, module.dilation)
         return conv_operator(nd, module.stride, sym, module.dilation, module.groups)
     # A layer class may declare its own operator (the project's LocallyConnected1d does); the
@@ -206,6 +220,23 @@ def _flatten_map(start: int, end: int) -> LinearMap:
     return LinearMap(lambda x: x.flatten(start, end), lambda y, shape: y.reshape(shape))
 
 
+def _linear_vjp(fn: Callable[[Tensor], Tensor], y: Tensor, shape: Sequence[int]) -> Tensor:
+    """``K^T y`` of a linear ``fn`` by one backward of ``fn`` at zero, differentiable in ``y``.
+
+    The graph is kept whenever grad mode is on (inside a ``create_graph`` backward it is).
+    ``y.requires_grad`` is not a usable signal: inside a batched (vmapped) backward the
+    gradient's wrapper reads ``False`` although it carries a graph.
+    """
+    keep = torch.is_grad_enabled()
+    with torch.enable_grad():
+        # A zero scalar expanded to the input's shape: the pool's backward saves its input,
+        # and this one costs no memory (a full zeros tensor would be saved in the graph).
+        base = torch.zeros((), dtype=y.dtype, device=y.device, requires_grad=True)
+        probe = base.expand(shape)
+        (g,) = torch.autograd.grad(fn(probe), probe, y, create_graph=keep)
+    return g
+
+
 def avg_pool_map(module: nn.Module, nd: int) -> LinearMap:
     """``K``/``K^T`` of an ``AvgPool1d``/``AvgPool2d`` (``nd``) with the module's settings."""
     pool = {1: F.avg_pool1d, 2: F.avg_pool2d}[nd]
@@ -222,10 +253,7 @@ def avg_pool_map(module: nn.Module, nd: int) -> LinearMap:
     def adjoint(y: Tensor, shape: Sequence[int]) -> Tensor:
         # ⟨pool(x), y⟩ is linear in x: its gradient is K^T y (one ordinary backward of a
         # first-order op, differentiable in y).
-        with torch.enable_grad():
-            probe = torch.zeros(shape, dtype=y.dtype, device=y.device, requires_grad=True)
-            (g,) = torch.autograd.grad(pool(probe, **kw), probe, y, create_graph=y.requires_grad)
-        return g
+        return _linear_vjp(lambda probe: pool(probe, **kw), y, shape)
 
     return LinearMap(lambda x: pool(x, **kw), adjoint)
 
@@ -235,12 +263,7 @@ def adaptive_avg_map(output_size: int | Sequence[int], nd: int) -> LinearMap:
     pool = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d}[nd]
 
     def adjoint(y: Tensor, shape: Sequence[int]) -> Tensor:
-        with torch.enable_grad():
-            probe = torch.zeros(shape, dtype=y.dtype, device=y.device, requires_grad=True)
-            (g,) = torch.autograd.grad(
-                pool(probe, output_size), probe, y, create_graph=y.requires_grad
-            )
-        return g
+        return _linear_vjp(lambda probe: pool(probe, output_size), y, shape)
 
     return LinearMap(lambda x: pool(x, output_size), adjoint)
 
@@ -249,7 +272,7 @@ def linear_map(module: nn.Module) -> LinearMap | None:
     """The linear map of a parameter-free layer (``Flatten``, average pools, ``Identity``,
     ``Dropout`` in eval mode); max-pooling is linear *given its argmax indices* and is handled by
     the engines that know the forward pass."""
-    t = type(module)
+    t = stock_type(module)
     if t is nn.Flatten:
         return _flatten_map(module.start_dim, module.end_dim)
     if t is nn.Identity or (t in (nn.Dropout, nn.Dropout1d, nn.Dropout2d) and not module.training):
@@ -284,7 +307,8 @@ def _leaky(slope: float) -> Activation:
     return Activation(
         "LeakyReLU",
         lambda z: F.leaky_relu(z, slope),
-        lambda z: torch.where(z > 0, 1.0, slope).to(z.dtype),
+        # slope as a tensor of z's dtype: a Python float here would pass through float32
+        lambda z: torch.where(z > 0, z.new_ones(()), z.new_full((), slope)),
         None,
     )
 
@@ -344,7 +368,7 @@ def _gelu() -> Activation:
 
 def activation(module: nn.Module) -> Activation | None:
     """``φ, φ', φ''`` of an activation module, or ``None`` if unsupported."""
-    t = type(module)
+    t = stock_type(module)
     if t is nn.ReLU:
         return _relu()
     if t is nn.LeakyReLU:

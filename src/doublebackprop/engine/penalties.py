@@ -146,24 +146,50 @@ class RelevancePenalty(Penalty):
     ``z_y`` is the true-class logit. Balanced class weights multiply the whole per-sample loss
     through ``objective(..., sample_weight=w)``.
 
+    Parameters
+    ----------
+    l1, l2 : float
+        Weights of ``‖r‖₁`` and ``‖r‖₂²`` (the DRR paper: ``l1 = l2 = λ``).
+    reduction : {"per_sample", "batch_sum"}, default "per_sample"
+        ``"per_sample"``: sample ``i`` is penalised by its own relevance. ``"batch_sum"``: the
+        convention of the DRR authors' Keras code, which flattens the whole batch's relevance
+        before summing: every sample's loss gets ``l1 Σ_j‖r_j‖₁ + l2 Σ_j‖r_j‖₂²`` over the
+        batch, i.e. batch size × the per-sample penalty on average (λ = 10⁻² at batch 150 is
+        per-sample λ = 1.5).
+
     Examples
     --------
     >>> pen = RelevancePenalty(l1=1e-3, l2=1e-3)
+    >>> paper = RelevancePenalty(l1=1e-2, l2=1e-2, reduction="batch_sum")
     """
 
-    def __init__(self, *, l1: float, l2: float) -> None:
+    def __init__(
+        self,
+        *,
+        l1: float,
+        l2: float,
+        reduction: Literal["per_sample", "batch_sum"] = "per_sample",
+    ) -> None:
         _check_nonneg("RelevancePenalty", l1=l1, l2=l2)
-        self.l1, self.l2 = float(l1), float(l2)
+        if reduction not in ("per_sample", "batch_sum"):
+            raise ValueError(
+                f"RelevancePenalty: reduction must be 'per_sample' or 'batch_sum', got {reduction!r}"
+            )
+        self.l1, self.l2, self.reduction = float(l1), float(l2), reduction
 
     def seeds(self, logits: Tensor, y: Tensor) -> Tensor:
         return target_seeds("true_logit", logits, y)
 
     def per_sample(self, grads: Tensor, x: Tensor) -> Tensor:
         r = (x * grads[0]).flatten(1)
-        return self.l1 * r.abs().sum(1) + self.l2 * r.pow(2).sum(1)
+        own = self.l1 * r.abs().sum(1) + self.l2 * r.pow(2).sum(1)
+        if self.reduction == "batch_sum":
+            return own.sum().expand_as(own)  # the same batch total in every sample's loss
+        return own
 
     def __repr__(self) -> str:
-        return f"RelevancePenalty(l1={self.l1}, l2={self.l2})"
+        extra = "" if self.reduction == "per_sample" else f", reduction={self.reduction!r}"
+        return f"RelevancePenalty(l1={self.l1}, l2={self.l2}{extra})"
 
 
 class JacobianPenalty(Penalty):

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from doublebackprop.engine.engines import Engine
+from doublebackprop.engine.engines import Engine, class_labels
 from doublebackprop.engine.operators import (
     Activation,
     BilinearOperator,
@@ -35,6 +35,7 @@ from doublebackprop.engine.operators import (
     conv_padding,
     linear_map,
     pad_last_dims,
+    stock_type,
 )
 from doublebackprop.engine.validation import check_finite_gradient, check_label_range, check_logits
 
@@ -102,14 +103,16 @@ def _node(module: nn.Module, position: int) -> _Node:
     act = activation(module)
     if act is not None:
         return _Node(module, "act", act)
-    if type(module) in (nn.MaxPool1d, nn.MaxPool2d) and not module.return_indices:
+    if stock_type(module) in (nn.MaxPool1d, nn.MaxPool2d) and not module.return_indices:
         return _Node(module, "maxpool")
     lin = linear_map(module)
     if lin is not None:
         return _Node(module, "linear", lin)
-    detail = " in train mode (call .eval())" if isinstance(module, nn.Dropout) else ""
+    detail = ""
+    if isinstance(module, nn.modules.dropout._DropoutNd) and module.training:
+        detail = " in train mode (call .eval())"
     raise TypeError(
-        f"Sweeps: unsupported layer {type(module).__name__}{detail} at position {position}; "
+        f"Sweeps: unsupported layer {stock_type(module).__name__}{detail} at position {position}; "
         "supported: Linear, Conv1d/2d, LocallyConnected1d, Flatten, max/avg pooling, "
         "eval-mode Dropout, ReLU, LeakyReLU, Softplus, Tanh, Sigmoid, ELU, GELU. "
         "Use engine='adjoint' for other models"
@@ -152,7 +155,7 @@ class Sweeps(Engine):
     def penalty_term(self, model, x, y, penalty, weight):
         nodes = [_node(m, i) for i, m in enumerate(sequential_layers(model))]
         ops: Counter[tuple[str, str]] = Counter()
-        logits = self._forward(nodes, x, ops, y)
+        logits = self._forward(nodes, x, ops, class_labels(penalty, y))
         seeds = penalty.seeds(logits, y).detach()
         rows, n = seeds.shape[0], x.shape[0]
 
@@ -188,7 +191,7 @@ class Sweeps(Engine):
         return logits, value.detach() + surrogate - surrogate.detach()
 
     # -- the four passes -------------------------------------------------------------------
-    def _forward(self, nodes: list[_Node], x: Tensor, ops: Counter, y: Tensor) -> Tensor:
+    def _forward(self, nodes: list[_Node], x: Tensor, ops: Counter, y: Tensor | None) -> Tensor:
         h = x.detach()
         for node in nodes:
             node.in_shape = h.shape
@@ -220,7 +223,8 @@ class Sweeps(Engine):
                 assert isinstance(node.op, LinearMap)
                 h = node.op.apply(h)
         logits = check_logits(h, x.shape[0], "objective")
-        check_label_range(y, logits.shape[1], "objective")
+        if y is not None:
+            check_label_range(y, logits.shape[1], "objective")
         return logits
 
     def _backward1(self, nodes, seed, rows, ops):

@@ -70,6 +70,10 @@ class TrainConfig:
         Drop the last partial batch (kept when the data hold less than one batch).
     seed : int, default 0
         Shuffling and dropout.
+    penalty_reduction : {"per_sample", "batch_sum"}, default "per_sample"
+        How λ is read (:class:`~doublebackprop.RelevancePenalty`): ``"batch_sum"`` is the DRR
+        authors' convention (every sample's loss gets the batch's summed relevance norms, i.e.
+        batch size × a per-sample λ).
     """
 
     epochs: int = 400
@@ -81,8 +85,14 @@ class TrainConfig:
     balanced: bool = True
     drop_last: bool = True
     seed: int = 0
+    penalty_reduction: str = "per_sample"
 
     def __post_init__(self) -> None:
+        if self.penalty_reduction not in ("per_sample", "batch_sum"):
+            raise ValueError(
+                "TrainConfig: penalty_reduction must be 'per_sample' or 'batch_sum', "
+                f"got {self.penalty_reduction!r}"
+            )
         for name in ("epochs", "batch_size"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "epochs" else 1):
@@ -257,7 +267,11 @@ def train_model(
     if world > 1:
         runner = nn.parallel.DistributedDataParallel(net)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, eps=1e-8, amsgrad=True)
-    penalty = RelevancePenalty(l1=config.l1, l2=config.l2) if config.drr else None
+    penalty = (
+        RelevancePenalty(l1=config.l1, l2=config.l2, reduction=config.penalty_reduction)  # type: ignore[arg-type]
+        if config.drr
+        else None
+    )
 
     history: list[EpochStats] = []
     start = 0

@@ -8,11 +8,12 @@ during the step (activation memory — the part double backprop changes).
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import json
+import math
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from torch import nn
 from doublebackprop.common.training import seeded
 from doublebackprop.engine.adjoint import adjoint
 from doublebackprop.engine.engines import Autograd, Engine, FiniteDifference
+from doublebackprop.engine.gan import gradient_penalty
 from doublebackprop.engine.objective import objective
 from doublebackprop.engine.penalties import (
     InputGradientPenalty,
@@ -31,6 +33,7 @@ from doublebackprop.engine.penalties import (
 )
 from doublebackprop.engine.sweeps import Sweeps
 from doublebackprop.tools import zoo
+from doublebackprop.tools.memory import RSS_FLOOR_MB, step_memory
 
 __all__ = ["BenchCase", "BenchRow", "default_cases", "run_benchmark", "format_table"]
 
@@ -40,7 +43,7 @@ class BenchCase:
     name: str
     build: Callable[[], nn.Module]
     input_shape: tuple[int, ...]
-    classes: int
+    classes: int  # 0: a scalar-output critic (GAN gradient penalty, no labels)
     sequential: bool  # the sweeps engine applies
 
 
@@ -52,10 +55,14 @@ class BenchRow:
     median_ms: float
     ratio_to_plain: float
     ratio_to_stock: float
-    memory_mb: float
+    memory_mb: float  # bytes autograd saves for backward (CPU) / peak allocated (CUDA)
     memory_ratio_to_plain: float
+    memory_ratio_to_stock: float
+    rss_mb: float  # peak resident-memory growth during the step (CPU); NaN on CUDA
+    rss_ratio_to_stock: float
     target: str
     met: bool | None
+    why: str
 
 
 def default_cases(device: str, quick: bool = False) -> list[BenchCase]:
@@ -69,6 +76,9 @@ def default_cases(device: str, quick: bool = False) -> list[BenchCase]:
             BenchCase("ResNet-18-like", lambda: zoo.resnet18_like(), (256, 3, 32, 32), 10, False),
             BenchCase("CNN-1D 16384", lambda: zoo.spectra_cnn1d(), (256, 1, 16384), 2, True),
             BenchCase("IsotopeNet 20000", lambda: zoo.isotopenet(20000), (150, 1, 20000), 2, False),
+            BenchCase(
+                "DCGAN-D 64x64", lambda: zoo.dcgan_discriminator(3, 64), (64, 3, 64, 64), 0, False
+            ),
         ]
     scale = 2 if quick else 1
     return [
@@ -87,6 +97,13 @@ def default_cases(device: str, quick: bool = False) -> list[BenchCase]:
         BenchCase(
             "IsotopeNet 8192", lambda: zoo.isotopenet(8192), (64 // scale, 1, 8192), 2, False
         ),
+        BenchCase(
+            "DCGAN-D 64x64 (w16)",
+            lambda: zoo.dcgan_discriminator(3, 16),
+            (64 // scale, 3, 64, 64),
+            0,
+            False,
+        ),
     ]
 
 
@@ -98,39 +115,62 @@ def _penalties() -> dict[str, Penalty]:
     }
 
 
-@contextlib.contextmanager
-def _saved_bytes(counter: list[int]) -> Iterator[None]:
-    seen: set[tuple[int, int]] = set()
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        key = (storage.data_ptr(), storage.nbytes())
-        if key not in seen:  # a tensor saved by several nodes is stored once
-            seen.add(key)
-            counter[0] += storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        yield
-
-
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
 
 
-def _memory(step: Callable[[], None], device: str) -> float:
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        step()
-        torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
-    counter = [0]
-    with _saved_bytes(counter):
-        step()
-    return counter[0] / 2**20
+def _variants(
+    case: BenchCase,
+    model: nn.Module,
+    fast: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    penalties: Sequence[str] | None,
+) -> dict[tuple[str, str], Callable[[], None]]:
+    """Every (penalty, engine) step of one case; ``model`` is stock, ``fast`` converted."""
+
+    def step(net: nn.Module, pen: Penalty | None, eng: Engine) -> Callable[[], None]:
+        def run() -> None:
+            net.zero_grad(set_to_none=True)
+            objective(net, x, y, penalty=pen, engine=eng).total.backward()
+
+        return run
+
+    def critic(net: nn.Module, eng: Engine | None) -> Callable[[], None]:
+        def run() -> None:  # a WGAN critic step: scores, plus R1 on the same batch
+            net.zero_grad(set_to_none=True)
+            loss = net(x).mean()
+            if eng is not None:
+                loss = loss + gradient_penalty(net, x, weight=5.0, engine=eng)
+            loss.backward()
+
+        return run
+
+    variants: dict[tuple[str, str], Callable[[], None]] = {}
+    if case.classes == 0:
+        variants["plain", "plain"] = critic(model, None)
+        variants["plain", "plain (converted)"] = critic(fast, None)
+        variants["R1 gradient penalty", "autograd"] = critic(model, Autograd())
+        variants["R1 gradient penalty", "adjoint"] = critic(fast, Autograd())
+        return variants
+    variants["plain", "plain"] = step(model, None, Autograd())
+    variants["plain", "plain (converted)"] = step(fast, None, Autograd())
+    for pname, pen in _penalties().items():
+        if penalties is not None and not any(p.lower() in pname.lower() for p in penalties):
+            continue
+        if not isinstance(pen, JacobianPenalty):
+            variants[pname, "autograd"] = step(model, pen, Autograd())
+        else:  # stock's two ways; the adjoint is compared with the faster
+            variants[pname, "autograd (batched rows)"] = step(
+                model, pen, Autograd(batched_rows=True)
+            )
+            variants[pname, "autograd (row loop)"] = step(model, pen, Autograd(batched_rows=False))
+        variants[pname, "adjoint"] = step(fast, pen, Autograd())
+        if case.sequential:
+            variants[pname, "sweeps"] = step(model, pen, Sweeps())
+        variants[pname, "finite_difference"] = step(model, pen, FiniteDifference())
+    return variants
 
 
 def run_benchmark(
@@ -141,49 +181,25 @@ def run_benchmark(
     warmup: int = 2,
     progress: Callable[[str], None] | None = None,
     seed: int = 0,
+    penalties: Sequence[str] | None = None,
 ) -> list[BenchRow]:
-    """Time every variant of every case; returns one row per (model, penalty, engine)."""
+    """Time every variant of every case; returns one row per (model, penalty, engine).
+
+    ``penalties``: substrings of the penalty names to run (``None``: all)."""
     rows: list[BenchRow] = []
-    for case in cases:
+    for index, case in enumerate(cases, 1):
+        start = time.perf_counter()
         with seeded(seed):
             model = case.build().to(device)
-        fast = adjoint(model)
-        x = torch.randn(*case.input_shape, device=device)
-        y = torch.randint(0, case.classes, (case.input_shape[0],), device=device)
-
-        variants: dict[tuple[str, str], Callable[[], None]] = {}
-
-        def step(
-            net: nn.Module,
-            pen: Penalty | None,
-            eng: Engine,
-            x: torch.Tensor = x,
-            y: torch.Tensor = y,
-        ) -> Callable[[], None]:
-            def run() -> None:
-                net.zero_grad(set_to_none=True)
-                objective(net, x, y, penalty=pen, engine=eng).total.backward()
-
-            return run
-
-        variants["plain", "plain"] = step(model, None, Autograd())
-        for pname, pen in _penalties().items():
-            if not isinstance(pen, JacobianPenalty):
-                variants[pname, "autograd"] = step(model, pen, Autograd())
-            else:  # stock's two ways; the adjoint is compared with the faster
-                variants[pname, "autograd (batched rows)"] = step(
-                    model, pen, Autograd(batched_rows=True)
-                )
-                variants[pname, "autograd (row loop)"] = step(
-                    model, pen, Autograd(batched_rows=False)
-                )
-            variants[pname, "adjoint"] = step(fast, pen, Autograd())
-            if case.sequential:
-                variants[pname, "sweeps"] = step(model, pen, Sweeps())
-            variants[pname, "finite_difference"] = step(model, pen, FiniteDifference())
-
+        fast = adjoint(copy.deepcopy(model))  # the stock model stays stock
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn(*case.input_shape, generator=gen).to(device)
+        y = torch.randint(0, max(case.classes, 1), (case.input_shape[0],), generator=gen)
+        variants = _variants(case, model, fast, x, y.to(device), penalties)
         if progress:
-            progress(f"{case.name}: {len(variants)} variants × {repeats} repeats")
+            progress(
+                f"[{index}/{len(cases)}] {case.name}: {len(variants)} variants × {repeats} repeats"
+            )
         for fn in variants.values():
             for _ in range(warmup):
                 fn()
@@ -196,56 +212,130 @@ def run_benchmark(
                 _sync(device)
                 times[key].append(time.perf_counter() - t0)
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-        mem = {k: _memory(fn, device) for k, fn in variants.items()}
-        plain_ms, plain_mb = med["plain", "plain"], mem["plain", "plain"]
-        for (pname, ename), ms in med.items():
-            stock_keys = [k for k in med if k[0] == pname and k[1].startswith("autograd")]
-            stock = min(med[k] for k in stock_keys) if stock_keys else ms
-            target, met = _target(
-                pname, ename, ms / plain_ms, ms / stock, mem[pname, ename] / max(plain_mb, 1e-9)
-            )
-            rows.append(
-                BenchRow(
-                    case.name,
-                    pname,
-                    ename,
-                    round(ms, 3),
-                    round(ms / plain_ms, 3),
-                    round(ms / stock, 3),
-                    round(mem[pname, ename], 2),
-                    round(mem[pname, ename] / max(plain_mb, 1e-9), 3),
-                    target,
-                    met,
-                )
+        mem = {k: step_memory(fn, device) for k, fn in variants.items()}
+        rows += _rows(case.name, med, mem)
+        if progress:
+            progress(
+                f"[{index}/{len(cases)}] {case.name}: done in {time.perf_counter() - start:.0f} s"
             )
         del model, fast
     return rows
 
 
-def _target(
-    penalty: str, engine: str, to_plain: float, to_stock: float, mem: float
-) -> tuple[str, bool | None]:
-    if engine != "adjoint":
-        return "", None
-    if penalty.startswith("Jacobian"):
-        return "≤0.67× stock, mem ≤1.5×", to_stock <= 0.67 and mem <= 1.5
-    return "≤2.0× plain, ≤1× stock, mem ≤1.5×", to_plain <= 2.0 and to_stock <= 1.0 and mem <= 1.5
+def _rows(
+    name: str, med: dict[tuple[str, str], float], mem: dict[tuple[str, str], tuple[float, float]]
+) -> list[BenchRow]:
+    rows = []
+    plain = ("plain", "plain")
+    for (pname, ename), ms in med.items():
+        if pname == "plain":
+            stock_key = plain
+        else:
+            keys = [k for k in med if k[0] == pname and k[1].startswith("autograd")]
+            stock_key = min(keys, key=med.__getitem__) if keys else (pname, ename)
+        saved, rss = mem[pname, ename]
+        s_saved, s_rss = mem[stock_key]
+        ratios = {
+            "plain": ms / med[plain],
+            "stock": ms / med[stock_key],
+            "mem": _ratio(saved, s_saved),
+            # growth below the floor on both sides is allocator noise: not a measurement
+            "rss": float("nan") if max(rss, s_rss) < RSS_FLOOR_MB else _ratio(rss, s_rss),
+        }
+        target, met, why = _target(pname, ename, ratios)
+        rows.append(
+            BenchRow(
+                name,
+                pname,
+                ename,
+                round(ms, 3),
+                round(ratios["plain"], 3),
+                round(ratios["stock"], 3),
+                round(saved, 2),
+                round(_ratio(saved, mem[plain][0]), 3),
+                round(ratios["mem"], 3),
+                round(rss, 2),
+                round(ratios["rss"], 3),
+                target,
+                met,
+                why,
+            )
+        )
+    return rows
+
+
+def _ratio(a: float, b: float) -> float:
+    if math.isnan(a) or math.isnan(b):
+        return float("nan")
+    return a / b if b > 0 else (1.0 if a <= 0 else float("inf"))
+
+
+def _target(penalty: str, engine: str, r: dict[str, float]) -> tuple[str, bool | None, str]:
+    """The target of a row, whether it is met, and why (the reasons that decide it)."""
+    checks: list[tuple[str, float, float]]
+    if engine == "plain (converted)":
+        target = "≤1.03× plain"
+        checks = [("time ×plain", r["plain"], 1.03)]
+    elif engine != "adjoint":
+        return "", None, ""
+    elif penalty.startswith("Jacobian"):
+        target = "≤0.67× stock, mem ≤1.05× stock"
+        checks = [("time ×stock", r["stock"], 0.67), ("saved ×stock", r["mem"], 1.05)]
+    else:
+        target = "≤1.00× stock, saved and RSS ≤1.05× stock (long term ≤2.0× plain)"
+        checks = [("time ×stock", r["stock"], 1.00), ("saved ×stock", r["mem"], 1.05)]
+        if not math.isnan(r["rss"]):
+            checks.append(("RSS ×stock", r["rss"], 1.05))
+    failed = [f"{n} {v:.2f} > {lim:.2f}" for n, v, lim in checks if not v <= lim]
+    passed = [f"{n} {v:.2f} ≤ {lim:.2f}" for n, v, lim in checks if v <= lim]
+    return target, not failed, "; ".join(failed or passed)
 
 
 def format_table(rows: list[BenchRow], device: str) -> str:
-    head = f"{'model':24s} {'penalty':19s} {'engine':24s} {'median ms':>10s} {'×plain':>7s} {'×stock':>7s} {'mem MB':>8s} {'mem×':>6s}  target"
+    head = (
+        f"{'model':24s} {'penalty':20s} {'engine':24s} {'median ms':>10s} {'×plain':>7s} "
+        f"{'×stock':>7s} {'saved MB':>9s} {'×stock':>7s} {'RSS MB':>8s} {'×stock':>7s}  target"
+    )
     lines = [f"device: {device}", head, "-" * len(head)]
     for r in rows:
         verdict = "" if r.met is None else ("met" if r.met else "NOT met")
         lines.append(
-            f"{r.model:24s} {r.penalty:19s} {r.engine:24s} {r.median_ms:10.2f} {r.ratio_to_plain:7.2f} "
-            f"{r.ratio_to_stock:7.2f} {r.memory_mb:8.1f} {r.memory_ratio_to_plain:6.2f}  {r.target} {verdict}"
+            f"{r.model:24s} {r.penalty:20s} {r.engine:24s} {r.median_ms:10.2f} "
+            f"{r.ratio_to_plain:7.2f} {r.ratio_to_stock:7.2f} {r.memory_mb:9.1f} "
+            f"{r.memory_ratio_to_stock:7.2f} {r.rss_mb:8.1f} {r.rss_ratio_to_stock:7.2f}  "
+            + (f"{verdict}: {r.why}" if verdict else "")
         )
+    lines += ["", *_legend(device)]
     return "\n".join(lines)
 
 
-def write_json(rows: list[BenchRow], device: str, path: Path) -> None:
-    meta = {"device": device, "torch": torch.__version__, "threads": torch.get_num_threads()}
+def _legend(device: str) -> list[str]:
+    notes = [
+        "Targets: adjoint gradient-norm/DRR ≤1.00× stock time with saved tensors and RSS ≤1.05× "
+        "stock (long-term target ≤2.0× plain, the analytic floor); Jacobian rows ≤0.67× stock "
+        "(the sweep saved per row); a plain step on the converted model ≤1.03× the original. "
+        "'met'/'NOT met' lists the ratios that decide it. RSS growth under "
+        f"{RSS_FLOOR_MB:g} MB is allocator noise.",
+    ]
+    if device == "cpu":
+        notes.append(
+            "Why the CPU shows little gain: stock autograd merges every row's B2 sweep into the "
+            "one primal backward that the task's cross-entropy needs anyway, and CPU convolutions "
+            "have no slow double-backward kernel to avoid; the adjoint engine's win is on CUDA "
+            "(cuDNN's double backward of strided convolutions) and in pure Jacobian penalties."
+        )
+    return notes
+
+
+def write_json(rows: list[BenchRow], device: str, path: Path, settings: dict | None = None) -> None:
+    """Rows plus the settings that produced them (``--quick``, repeats, models, threads)."""
+    meta = {
+        "device": device,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "settings": settings or {},
+        "notes": _legend(device),
+    }
     if device == "cuda":
         meta["gpu"] = torch.cuda.get_device_name()
     path.parent.mkdir(parents=True, exist_ok=True)

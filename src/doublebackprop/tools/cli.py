@@ -14,6 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="smaller CPU batches")
     p.add_argument("--repeats", type=int, default=10, help="timed steps per case (median)")
     p.add_argument("--models", nargs="*", default=None, help="substrings of model names to run")
+    p.add_argument(
+        "--penalties", nargs="*", default=None, help="substrings of penalty names to run"
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--out", type=Path, default=Path("results/bench"), help="output folder")
     p.set_defaults(func=_bench)
 
@@ -26,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("landscape", help="penalty along a line in parameter space (PNG)")
     p.add_argument("--out", type=Path, default=Path("results/landscape"), help="output folder")
     p.add_argument("--seed", type=int, default=0, help="seed of the net and the direction")
-    p.add_argument("--points", type=int, default=801, help="points along the line")
+    p.add_argument("--points", type=int, default=801, help="points along the line (at least 41)")
     p.set_defaults(func=_landscape)
 
     p = sub.add_parser("engines-demo", help="digits CNN trained through each engine")
@@ -58,9 +62,22 @@ def _bench(args: argparse.Namespace) -> int:
         cases = [c for c in cases if any(s.lower() in c.name.lower() for s in args.models)]
         if not cases:
             raise ValueError(f"--models {args.models}: no benchmark model matches")
-    rows = bench.run_benchmark(cases, device=device, repeats=args.repeats, progress=print)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    rows = bench.run_benchmark(
+        cases, device=device, repeats=args.repeats, progress=print, penalties=args.penalties
+    )
     print(bench.format_table(rows, device))
-    bench.write_json(rows, device, args.out / f"bench-{device}.json")
+    settings = {
+        "quick": args.quick,
+        "repeats": args.repeats,
+        "models": args.models,
+        "penalties": args.penalties,
+        "threads": torch.get_num_threads(),
+    }
+    bench.write_json(rows, device, args.out / f"bench-{device}.json", settings=settings)
     print(f"wrote {args.out / f'bench-{device}.json'}")
     return 0
 
@@ -80,7 +97,7 @@ def _complexity(args: argparse.Namespace) -> int:
 def _landscape(args: argparse.Namespace) -> int:
     from doublebackprop.tools.landscape_plot import landscape_figure
 
-    summary = landscape_figure(args.out, seed=args.seed, points=args.points)
+    summary = landscape_figure(args.out, seed=args.seed, points=args.points, progress=print)
     print(json.dumps(summary, indent=1))
     return 0
 

@@ -3,11 +3,12 @@
 For each penalty — gradient norm of the loss, of a logit, DRR, Jacobian rows — and each kind of
 activation (general: Softplus; locally linear: ReLU) the :class:`~doublebackprop.engine.sweeps.Sweeps`
 engine counts operator applications (``K``, ``K^T``, ``K^□``) per sweep; beside them, the measured
-time of the same training step with the ``sweeps`` and ``adjoint`` engines.
+time of the same training step with stock autograd and the ``sweeps`` and ``adjoint`` engines.
 """
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ class ComplexityRow:
     b2: int
     per_row: float
     plain_ms: float
+    stock_ms: float
     sweeps_ms: float
     adjoint_ms: float
 
@@ -81,13 +83,14 @@ def complexity_table(
     for act_name, act in (("Softplus (general)", nn.Softplus), ("ReLU (locally linear)", nn.ReLU)):
         with seeded(0):
             net = zoo.mlp(64, width, depth, classes, act)
-        fast = adjoint(net)
+        fast = adjoint(copy.deepcopy(net))
 
         plain_ms = _median_ms(lambda net=net: _step(net, x, y, None, "autograd"), repeats)
         for pname, pen in _penalties(classes).items():
             eng = Sweeps()
             sweeps_ms = _median_ms(lambda n=net, p=pen, e=eng: _step(n, x, y, p, e), repeats)
             adjoint_ms = _median_ms(lambda n=fast, p=pen: _step(n, x, y, p, "autograd"), repeats)
+            stock_ms = _median_ms(lambda n=net, p=pen: _step(n, x, y, p, "autograd"), repeats)
             c = eng.last_count
             assert c is not None
             total = {
@@ -106,6 +109,7 @@ def complexity_table(
                     total["B2"],
                     c.per_row(),
                     round(plain_ms, 3),
+                    round(stock_ms, 3),
                     round(sweeps_ms, 3),
                     round(adjoint_ms, 3),
                 )
@@ -124,13 +128,14 @@ def format_markdown(rows: list[ComplexityRow], *, width: int, depth: int, batch:
         "medians of a full training step (task + penalty) on this machine's CPU.",
         "",
         "| penalty | activation | rows | sweeps after F | F (K) | B1 | F2 | B2 | ops/row | "
-        "plain step ms | sweeps ms (×plain) | adjoint ms (×plain) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "plain step ms | stock autograd ms (×plain) | sweeps ms (×plain) | adjoint ms (×plain) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         out.append(
             f"| {r.penalty} | {r.activation} | {r.rows} | {r.sweeps} | {r.forward_k} | {r.b1} | "
             f"{r.f2} | {r.b2} | {r.per_row:g} | {r.plain_ms:.2f} | "
+            f"{r.stock_ms:.2f} ({r.stock_ms / r.plain_ms:.2f}) | "
             f"{r.sweeps_ms:.2f} ({r.sweeps_ms / r.plain_ms:.2f}) | "
             f"{r.adjoint_ms:.2f} ({r.adjoint_ms / r.plain_ms:.2f}) |"
         )

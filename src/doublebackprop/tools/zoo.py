@@ -5,7 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["mlp", "cnn2d", "resnet18_like", "spectra_cnn1d", "isotopenet", "BasicBlock"]
+__all__ = [
+    "mlp",
+    "cnn2d",
+    "resnet18_like",
+    "spectra_cnn1d",
+    "dcgan_discriminator",
+    "isotopenet",
+    "BasicBlock",
+]
 
 
 def mlp(
@@ -103,3 +111,17 @@ def isotopenet(length: int, classes: int = 2, **kwargs: object) -> nn.Module:
     from doublebackprop.msi.models import IsotopeNet
 
     return IsotopeNet(length, classes, **kwargs)  # type: ignore[arg-type]
+
+
+def dcgan_discriminator(in_channels: int = 3, width: int = 64) -> nn.Sequential:
+    """DCGAN's 64×64 discriminator (Radford et al.): four stride-2 4×4 convs with LeakyReLU(0.2),
+    BatchNorm after all but the first, a 4×4 conv to one score; returns ``(N, 1)``."""
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 4, 2, 1, bias=False)]
+    layers.append(nn.LeakyReLU(0.2))
+    c = width
+    for _ in range(3):
+        layers += [nn.Conv2d(c, 2 * c, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * c)]
+        layers.append(nn.LeakyReLU(0.2))
+        c *= 2
+    layers += [nn.Conv2d(c, 1, 4, 1, 0, bias=False), nn.Flatten()]
+    return nn.Sequential(*layers)

@@ -237,3 +237,15 @@ def test_interlab_from_a_store_equals_interlab_from_the_files(cohort, tmp_path):
     assert runs["store"] == runs["files"]
     bad = ["msi", "interlab", "--store", str(store), "--out", str(tmp_path / "x"), *FAST]
     assert _cli(bad) == 2  # --bin-width with a store is refused
+
+
+def test_full_follows_the_papers_lambda_convention():
+    parser = argparse.ArgumentParser()
+    experiment_cli.add_demo_arguments(parser)
+    full = settings.settings_from_args(parser.parse_args(["--out", "x", "--full"]))
+    quick = settings.settings_from_args(parser.parse_args(["--out", "x"]))
+    assert full["lambda_convention"] == "batch_sum" and quick["lambda_convention"] == "per_sample"
+    assert full["lambdas"][0] == pytest.approx(1e-2) and "resnet1d" in full["models"]
+    assert "resnet1d" not in quick["models"]
+    both = parser.parse_args(["--out", "x", "--full", "--lambda-convention", "per_sample"])
+    assert settings.settings_from_args(both)["lambda_convention"] == "per_sample"

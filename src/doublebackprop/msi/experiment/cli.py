@@ -64,6 +64,13 @@ def _add_experiment_arguments(p: argparse.ArgumentParser) -> None:
         help="DRR λ grid (λ1 = λ2 = λ), e.g. '1e-2 1e-3'",
     )
     p.add_argument(
+        "--lambda-convention",
+        choices=("per_sample", "batch_sum"),
+        default=None,
+        help="how λ is read: per sample (quick default) or the authors' λ × the batch's summed "
+        "relevance (--full default)",
+    )
+    p.add_argument(
         "--epochs",
         type=int,
         default=None,

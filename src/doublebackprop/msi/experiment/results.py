@@ -129,6 +129,8 @@ def _record(
     }
     if spec.build is not None:
         rec["epochs"] = spec.train_config(cfg.train).epochs
+    if spec.drr:
+        rec["lambda_convention"] = cfg.train.penalty_reduction
     if rel is not None:
         rec["relevance_top1pct_mass"] = rel.top_fraction_mean
         rec["relevance_gini"] = rel.gini_mean

@@ -89,7 +89,11 @@ def run_experiment(
     )  # a cohort written by `msi simulate` keeps the paper's range as its default
     s = settings_from_args(args, simulated=simulated)  # bad options fail here, before any work
     train = TrainConfig(
-        epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"], engine=args.engine
+        epochs=s["epochs"],
+        batch_size=s["batch_size"],
+        lr=s["lr"],
+        engine=args.engine,
+        penalty_reduction=s["lambda_convention"],
     )
     workers = args.workers or min(os.cpu_count() or 1, 4)
     specs = model_specs(tuple(s["models"]), s)
@@ -230,7 +234,12 @@ def run_experiment(
         "annotation file": str(annotations),
         "bin width (Da)": s["bin_width"] if s["bin_width"] is not None else "native axis",
         "models": ", ".join(s["models"]),
-        "DRR λ grid (per sample)": ", ".join(f"{v:g}" for v in s["lambdas"]),
+        "DRR λ grid": ", ".join(f"{v:g}" for v in s["lambdas"])
+        + (
+            " (per sample)"
+            if s["lambda_convention"] == "per_sample"
+            else " (the authors' convention: λ × the batch's summed relevance)"
+        ),
         "linear baseline bins": ", ".join(str(v) for v in s["linear_grid"]),
     }
     write_report(result, out, plots, notes=[*notes, *more_notes], settings=shown)

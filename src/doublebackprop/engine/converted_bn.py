@@ -1,0 +1,197 @@
+"""Converted BatchNorm (see :mod:`doublebackprop.engine.converted`): forward by ``F.batch_norm``'s
+kernel (bit-identical), a backward whose derivatives are exact, with the second-order terms of
+train-mode batch statistics written out."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from doublebackprop.engine._torch_compat import (
+    batch_norm_backward,
+    batch_norm_forward,
+    check_batch_norm_input,
+)
+from doublebackprop.engine.converted import AdjointModule, engine_needs
+
+__all__ = ["AdjointBatchNorm1d", "AdjointBatchNorm2d"]
+
+Tensor = torch.Tensor
+
+
+# -------------------------------------------------------------------------------- BatchNorm
+def _channel_stats(x: Tensor, eps: float) -> tuple[list[int], Tensor, Tensor]:
+    """Reduction dims and per-channel ``μ``, ``1/σ`` (keepdim) of a batch."""
+    dims = [0, *range(2, x.dim())]
+    mean = x.mean(dims, keepdim=True)
+    centred = x - mean
+    var = (centred * centred).mean(dims, keepdim=True)  # much faster than x.var on CPU
+    return dims, mean, torch.rsqrt(var + eps)
+
+
+class _BatchNormTrainBackward(torch.autograd.Function):
+    """Train-mode BatchNorm backward ``(g, x, γ) ↦ (∂x, ∂γ, ∂β)`` with its own analytic backward.
+
+    With ``x̂ = (x-μ)/σ``, ``a = γ/σ`` and means over batch and positions per channel:
+    ``∂x = a·(g - ḡ - x̂·mean(g·x̂))``, ``∂γ = Σ g·x̂``, ``∂β = Σ g``. Differentiating it (the
+    exact second-order terms of batch statistics) with cotangents ``u, c_γ, c_β``:
+
+    * w.r.t. ``g``: ``a·(u - ū - x̂·mean(u·x̂)) + c_γ·x̂ + c_β``;
+    * w.r.t. ``γ``: ``S/σ`` with ``S = Σ u·(g - ḡ - x̂·mean(g·x̂))``;
+    * w.r.t. ``x``: ``(w - w̄ - x̂·mean(w·x̂))/σ - a·S·x̂/(Nσ)`` with
+      ``w = -a·mean(g·x̂)·u + (c_γ - a·mean(u·x̂))·g``.
+
+    Written out, it needs a third of the elementwise work autograd spends on the composite.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(grad, x, weight, eps):  # type: ignore[override]
+        # The statistics are extra (non-differentiable) outputs so that setup_context can save
+        # them (the form the torch.func transforms need).
+        dims, mean, inv_std = _channel_stats(x, eps)
+        xhat = (x - mean) * inv_std
+        scale = inv_std if weight is None else weight.view_as(inv_std) * inv_std
+        g_mean = grad.mean(dims, keepdim=True)
+        gx_mean = (grad * xhat).mean(dims, keepdim=True)
+        gx = scale * (grad - g_mean - xhat * gx_mean)
+        n = grad.numel() // grad.shape[1]
+        return gx, (gx_mean * n).flatten(), (g_mean * n).flatten(), mean, inv_std
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[override]
+        grad, x, weight, _ = inputs
+        mean, inv_std = output[3], output[4]
+        ctx.mark_non_differentiable(mean, inv_std)
+        ctx.save_for_backward(grad, x, weight, mean, inv_std)
+        ctx.dims = [0, *range(2, x.dim())]
+
+    @staticmethod
+    def backward(ctx, u, c_gamma, c_beta, _mean, _inv_std):  # type: ignore[override]
+        grad, x, weight, mean, inv_std = ctx.saved_tensors
+        dims = ctx.dims
+        n = grad.numel() // grad.shape[1]
+        xhat = (x - mean) * inv_std
+        a = inv_std if weight is None else weight.view_as(inv_std) * inv_std
+        if u is None:
+            u = torch.zeros_like(grad)
+        cg = torch.zeros_like(inv_std) if c_gamma is None else c_gamma.view_as(inv_std)
+        cb = torch.zeros_like(inv_std) if c_beta is None else c_beta.view_as(inv_std)
+        u_mean = u.mean(dims, keepdim=True)
+        ux_mean = (u * xhat).mean(dims, keepdim=True)
+        g_mean = grad.mean(dims, keepdim=True)
+        gx_mean = (grad * xhat).mean(dims, keepdim=True)
+        ug_mean = (u * grad).mean(dims, keepdim=True)
+        s = n * (ug_mean - u_mean * g_mean - gx_mean * ux_mean)
+
+        d_grad = d_x = d_weight = None
+        if ctx.needs_input_grad[0]:
+            d_grad = a * (u - u_mean - xhat * ux_mean) + cg * xhat + cb
+        if ctx.needs_input_grad[1]:
+            w = (-a * gx_mean) * u + (cg - a * ux_mean) * grad
+            w_mean = w.mean(dims, keepdim=True)
+            wx_mean = (w * xhat).mean(dims, keepdim=True)
+            d_x = inv_std * (w - w_mean - xhat * wx_mean) - (a * s * inv_std / n) * xhat
+        if weight is not None and ctx.needs_input_grad[2]:
+            d_weight = (s * inv_std).flatten()
+        return d_grad, d_x, d_weight, None
+
+
+class _BatchNormFn(torch.autograd.Function):
+    """``F.batch_norm`` forward (bit-identical); a backward whose derivatives are exact.
+
+    Train mode (batch statistics) goes through :class:`_BatchNormTrainBackward`; eval mode is a
+    constant affine map, ``∂x = g·γ/√(var+ε)``, with no edge back to ``x``.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, weight, bias, running_mean, running_var, batch_stats, momentum, eps):  # type: ignore[override]
+        # What F.batch_norm runs; the saved statistics are extra outputs for a fused backward
+        # (setup_context saves them: the form the torch.func transforms need).
+        return batch_norm_forward(
+            x, weight, bias, running_mean, running_var, batch_stats, momentum, eps
+        )
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[override]
+        x, weight, _, running_mean, running_var, batch_stats, _, eps = inputs
+        _, save_mean, save_invstd, reserve, impl = output
+        ctx.mark_non_differentiable(save_mean, save_invstd, reserve)
+        ctx.batch_stats, ctx.eps, ctx.impl = batch_stats, eps, impl
+        if batch_stats:
+            ctx.save_for_backward(x, weight, save_mean, save_invstd, reserve)
+        else:
+            ctx.save_for_backward(x, weight, running_mean.clone(), running_var.clone())
+
+    @staticmethod
+    def backward(ctx, grad, *_):  # type: ignore[override]
+        needed = engine_needs(ctx, 3)
+        if ctx.batch_stats:
+            x, weight, save_mean, save_invstd, reserve = ctx.saved_tensors
+            if not torch.is_grad_enabled():  # not differentiated further: the fused kernel
+                mask = [
+                    needed[0],
+                    weight is not None and needed[1],
+                    ctx.needs_input_grad[2] and needed[2],
+                ]
+                gx, gw, gb = batch_norm_backward(
+                    ctx.impl, x, grad, weight, save_mean, save_invstd, ctx.eps, mask, reserve
+                )
+                return gx, gw, gb, None, None, None, None, None
+            gx, gw, gb, _, _ = _BatchNormTrainBackward.apply(grad, x, weight, ctx.eps)
+            return (
+                gx if needed[0] else None,
+                gw if weight is not None and needed[1] else None,
+                gb if ctx.needs_input_grad[2] and needed[2] else None,
+                None,
+                None,
+                None,
+                None,
+                None,
+            )
+        x, weight, rm, rv = ctx.saved_tensors
+        shape = [1, -1] + [1] * (grad.dim() - 2)
+        inv_std = torch.rsqrt(rv.view(shape) + ctx.eps)
+        gx = gw = gb = None
+        if needed[0]:
+            gx = grad * (inv_std if weight is None else weight.view(shape) * inv_std)
+        dims = [0, *range(2, grad.dim())]
+        if weight is not None and needed[1]:
+            gw = (grad * (x - rm.view(shape)) * inv_std).sum(dims)
+        if ctx.needs_input_grad[2] and needed[2]:
+            gb = grad.sum(dims)
+        return gx, gw, gb, None, None, None, None, None
+
+
+class _AdjointBatchNormMixin(AdjointModule):
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        check_batch_norm_input(self, x)
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:
+                momentum = 1.0 / float(self.num_batches_tracked)
+        batch_stats = self.training or self.running_mean is None
+        weight = self.weight.view_as(self.weight) if self.weight is not None else None
+        bias = self.bias.view_as(self.bias) if self.bias is not None else None
+        return _BatchNormFn.apply(
+            x,
+            weight,
+            bias,
+            self.running_mean if not self.training or self.track_running_stats else None,
+            self.running_var if not self.training or self.track_running_stats else None,
+            batch_stats,
+            momentum,
+            self.eps,
+        )[0]
+
+
+class AdjointBatchNorm1d(_AdjointBatchNormMixin, nn.BatchNorm1d):
+    pass
+
+
+class AdjointBatchNorm2d(_AdjointBatchNormMixin, nn.BatchNorm2d):
+    pass
