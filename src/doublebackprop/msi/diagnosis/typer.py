@@ -194,8 +194,9 @@ class TumourTyper:
                 )
             edges = self._edges()
             width = None if edges is None else float(np.median(np.diff(edges)))
-            plan = plan_loading(csv_path, mz_range=(lo, hi), bin_width=width, repair=repair)
-            # the bundle's own steps (its bin edges exactly), not edges derived again
+            # the loader reads the slide's own range; the bundle's bins inside it were checked
+            # above, and its steps (the bin edges exactly) replace the loader's
+            plan = plan_loading(csv_path, mz_range=None, bin_width=width, repair=repair)
             plan = replace(plan, pipeline=self.bundle.pipeline)
             for rows, out_mz, block in iter_table_blocks(plan, block_size=block_size):
                 self._check_axis(out_mz, str(path))
