@@ -13,7 +13,7 @@ import numpy as np
 
 from doublebackprop.common.plotting import pyplot
 from doublebackprop.msi.diagnosis.calibration import reliability_curve, softmax
-from doublebackprop.msi.diagnosis.slides import LOW_CONFIDENCE, SlideResult
+from doublebackprop.msi.diagnosis.slides import LOW_CONFIDENCE, NEAR_BIOMARKER, SlideResult
 
 __all__ = ["reliability_diagram", "slide_figures", "write_slide_report"]
 
@@ -177,7 +177,7 @@ probability below {LOW_CONFIDENCE:g} for their predicted class (crossed on the m
 <h2>Most relevant m/z</h2>
 <p>Share of the slide's total relevance |x ⊙ ∇ₓ z| per bin (the evidence the model used),
 with the mean preprocessed intensity among spectra predicted as each class.</p>
-<table><tr><th>m/z</th><th>relevance</th>{head}<th>nearest known biomarker</th></tr>{"".join(rows)}</table>
+<table><tr><th>m/z</th><th>relevance</th>{head}<th>known biomarker within {NEAR_BIOMARKER:g} Da</th></tr>{"".join(rows)}</table>
 {_img(figures[1]) if len(figures) > 1 else ""}
 {acc}
 <h2>Calibration</h2><p>Probabilities are temperature-scaled (T = {calibration.get("temperature", float("nan")):.3g})

@@ -24,6 +24,8 @@ __all__ = ["SlideResult", "TopMz", "csv_header", "type_slide"]
 
 #: spots whose calibrated probability of the predicted class is below this are marked
 LOW_CONFIDENCE = 0.7
+#: a known biomarker within this many Da of a relevant bin is named beside it
+NEAR_BIOMARKER = 1.0
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ class TopMz:
     mz: float
     relevance: float  # share of the slide's total |r| in this bin
     mean_intensity: dict[str, float]  # per predicted class (preprocessed intensity)
-    nearest_biomarker: float | None
+    nearest_biomarker: float | None  # within NEAR_BIOMARKER Da, else None
     image: np.ndarray  # (H, W) ion image of the preprocessed intensity, NaN off tissue
 
 
@@ -186,7 +188,8 @@ def type_slide(
         }
         near = None
         if biomarkers is not None and len(biomarkers):
-            near = float(biomarkers[np.argmin(np.abs(np.asarray(biomarkers) - mz[b]))])
+            cand = float(biomarkers[np.argmin(np.abs(np.asarray(biomarkers) - mz[b]))])
+            near = cand if abs(cand - mz[b]) <= NEAR_BIOMARKER else None
         tops.append(
             TopMz(
                 float(mz[b]),
