@@ -173,31 +173,21 @@ class TumourTyper:
         ``progress(n)`` is called with the number of spectra of each finished block.
         """
         path = Path(path)
-        reader = ImzMLReader(path, repair=repair)
-        self.check_slide(reader)
         lo, hi = self._model_range()
         with tempfile.TemporaryDirectory(prefix="dbp-slide-") as tmp:
             csv_path = Path(tmp) / "slide.csv"
-            xy = reader.coordinates[:, :2]
-            with open(csv_path, "w", newline="") as fh:
+            with open(csv_path, "w", newline="") as fh:  # one region row: every pixel
                 w = csv.writer(fh)
                 w.writerow(["file", "x_min", "x_max", "y_min", "y_max", "label", "patient", "lab"])
-                w.writerow(
-                    [
-                        str(path.resolve()),
-                        *(int(v) for v in (xy[:, 0].min(), xy[:, 0].max())),
-                        *(int(v) for v in (xy[:, 1].min(), xy[:, 1].max())),
-                        "?",
-                        path.stem,
-                        "?",
-                    ]
-                )
+                w.writerow([str(path.resolve()), 0, 2**31 - 1, 0, 2**31 - 1, "?", path.stem, "?"])
             edges = self._edges()
             width = None if edges is None else float(np.median(np.diff(edges)))
-            # the loader reads the slide's own range; the bundle's bins inside it were checked
-            # above, and its steps (the bin edges exactly) replace the loader's
+            # the loader reads the slide over its own range; the bundle's bins must lie inside it
+            # (checked next), and the bundle's steps (its bin edges exactly) replace the loader's
             plan = plan_loading(csv_path, mz_range=None, bin_width=width, repair=repair)
             plan = replace(plan, pipeline=self.bundle.pipeline)
+            (reader,) = plan.readers.values()  # the loader's reader: the file is parsed once here
+            self.check_slide(reader)
             for rows, out_mz, block in iter_table_blocks(plan, block_size=block_size):
                 self._check_axis(out_mz, str(path))
                 index = plan.spectrum_index[rows]
