@@ -20,7 +20,18 @@ __all__ = ["reliability_diagram", "slide_figures", "write_slide_report"]
 
 def reliability_diagram(logits: np.ndarray, y: np.ndarray, temperature: float, path: Path) -> Path:
     """Accuracy against confidence on the held-out patients, before and after scaling by
-    ``temperature``; the bar gap to the diagonal is the miscalibration, its weighted mean the ECE."""
+    ``temperature``; the bar gap to the diagonal is the miscalibration, its weighted mean the ECE.
+
+    Parameters
+    ----------
+    logits : ndarray
+        Held-out logits ``(N, K)``.
+    y : ndarray
+        ``(N,)`` true class indices.
+    temperature : float
+    path : Path
+        The PNG to write.
+    """
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 4), sharey=True)
     for ax, t, title in (
@@ -71,7 +82,17 @@ def slide_figures(
     result: SlideResult, out_dir: Path, stem: str, *, truth_map: np.ndarray | None = None
 ) -> list[Path]:
     """``<stem>_classes.png`` (predicted map, low-confidence pixels crossed, the annotation
-    beside it when given) and ``<stem>_ions.png`` (ion images of the top m/z)."""
+    beside it when given) and ``<stem>_ions.png`` (ion images of the top m/z).
+
+    Parameters
+    ----------
+    result : SlideResult
+    out_dir : Path
+    stem : str
+        File name stem of the PNGs.
+    truth_map : ndarray or None
+        ``(H, W)`` annotated class per pixel (−1: none), drawn beside the prediction.
+    """
     plt = pyplot()
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -137,7 +158,21 @@ def write_slide_report(
     score: dict | None = None,
 ) -> Path:
     """The per-slide HTML page: class map, class proportions, the top m/z table, ion images,
-    the calibration note and, with annotations, the balanced accuracy."""
+    the calibration note and, with annotations, the balanced accuracy.
+
+    Parameters
+    ----------
+    result : SlideResult
+    figures : sequence of Path
+        From :func:`slide_figures` (class map first).
+    path : Path
+        The HTML file to write.
+    calibration : dict
+        The bundle's calibration metrics (temperature, ECE before and after).
+    score : dict or None
+        Balanced accuracy against the annotation (:class:`~doublebackprop.msi.experiment.metrics.Score`
+        as a dict).
+    """
     e = html.escape
     props = "".join(
         f"<tr><td>{e(c)}</td><td>{100 * v:.1f} %</td></tr>" for c, v in result.proportions.items()

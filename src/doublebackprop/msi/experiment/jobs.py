@@ -111,6 +111,14 @@ class JobRunner:
     Use as a context manager so the pool (and the memory-mapped cohort) is created once for
     all batches and removed afterwards. With ``cache_dir`` every finished job's outcome is kept
     there (:class:`~.cache.JobCache`) and a rerun takes it instead of training again.
+
+    Parameters
+    ----------
+    cohort : Cohort
+    cfg : TrainConfig
+    workers : int, default 1
+    cache_dir : path or None
+        Where finished jobs are kept (see :class:`~doublebackprop.msi.experiment.cache.JobCache`).
     """
 
     def __init__(

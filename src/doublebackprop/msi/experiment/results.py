@@ -44,7 +44,17 @@ def assemble_arms(
     chosen: dict[tuple[str, FoldKey], float],
     cfg: ProtocolConfig,
 ) -> list[Arm]:
-    """The test predictions of every (model, arm), in plan order, seeds stacked."""
+    """The test predictions of every (model, arm), in plan order, seeds stacked.
+
+    Parameters
+    ----------
+    plan : list of FoldPlan
+    results : list of JobResult
+        The test jobs (refits, or the validation jobs that were chosen).
+    chosen : dict
+        ``(model key, FoldKey) → hyper-parameter`` picked per outer fold.
+    cfg : ProtocolConfig
+    """
     arms = []
     keys: list[tuple[ModelSpec, ArmKey]] = []
     for fp in plan:
