@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from doublebackprop import robustness as rb
 from doublebackprop.cli import main
 from doublebackprop.vision.datasets import ImageData, load_fashion_mnist, read_idx
 from doublebackprop.vision.models import SmallCNN, SmallResNet
@@ -135,17 +134,38 @@ def test_training_resumes_without_losing_epochs(tmp_path):
         )
 
 
-def test_adversarial_training_runs(tmp_path):
+def test_adversarial_training_batches_are_pgd_iterates(tmp_path, monkeypatch):
+    """Every training sample is a PGD point on the ε-sphere side of the ball, never a clean image.
+
+    The batches the optimiser sees are recorded and each point is matched to its nearest clean
+    training image: the distance must be > 0 (perturbed) and ≤ ε (inside the ball)."""
+    import doublebackprop.vision.training as training
+
     data = load_fashion_mnist(fake_fashion(tmp_path / "fm", 100, 20), split="train")
+    seen: list[torch.Tensor] = []
+    real = training.objective
+
+    def spy(net, x, y, **kw):
+        seen.append(x.detach().clone())
+        return real(net, x, y, **kw)
+
+    monkeypatch.setattr(training, "objective", spy)
     torch.manual_seed(0)
     m = SmallResNet(width=0.25)
+    eps = 0.5
     s = train_model(
         m,
         data,
-        TrainConfig(method="adversarial", epsilon=0.5, adv_steps=2, epochs=1, batch_size=50),
+        TrainConfig(method="adversarial", epsilon=eps, adv_steps=3, epochs=1, batch_size=50),
         progress=False,
     )
     assert s.epochs_run == 1 and not m.training
+    x = torch.cat(seen)
+    assert x.shape == data.images.shape
+    d = torch.cdist(x.flatten(1).double(), data.images.flatten(1).double()).amin(1)
+    assert (d > 1e-3).all(), f"{int((d <= 1e-3).sum())} of {len(d)} training samples are clean"
+    assert (d <= eps + 1e-5).all()
+    assert float(d.median()) > 0.5 * eps  # fixed steps move every sample well into the ball
 
 
 def test_cli_study_end_to_end(tmp_path):
@@ -237,4 +257,19 @@ def test_cli_errors(tmp_path, capsys):
 def test_image_data_validation():
     with pytest.raises(ValueError, match="ImageData"):
         ImageData(torch.rand(3, 28, 28), torch.zeros(3, dtype=torch.long), ("a",), "x")
-    assert rb.alignment  # the package imports cleanly alongside vision
+    ok = ImageData(torch.rand(3, 1, 4, 4), torch.tensor([0, 1, 1]), ("a", "b"), "ok")
+    assert len(ok) == 3 and len(ok.subset(torch.tensor([2]))) == 1
+    with pytest.raises(ValueError, match=r"ImageData\(px\): pixel values must lie in \[0, 1\]"):
+        ImageData(torch.rand(3, 1, 4, 4) * 255, torch.tensor([0, 1, 1]), ("a", "b"), "px")
+    nan = torch.rand(3, 1, 4, 4)
+    nan[1, 0, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match="pixel values"):
+        ImageData(nan, torch.tensor([0, 1, 1]), ("a", "b"), "nan")
+    with pytest.raises(ValueError, match=r"label 2 of image 1 is outside \[0, 1\]"):
+        ImageData(torch.rand(3, 1, 4, 4), torch.tensor([0, 2, 1]), ("a", "b"), "lab")
+    with pytest.raises(ValueError, match="floating point"):
+        ImageData(
+            torch.zeros(3, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 1, 1]), ("a", "b"), "u8"
+        )
+    with pytest.raises(ValueError, match="int64"):
+        ImageData(torch.rand(3, 1, 4, 4), torch.tensor([0.0, 1.0, 1.0]), ("a", "b"), "fl")

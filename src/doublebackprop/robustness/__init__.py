@@ -24,6 +24,7 @@ from doublebackprop.robustness.attacks import (
     DeepFool,
     MinimalPGD,
     RandomDirections,
+    madry_pgd,
 )
 from doublebackprop.robustness.ensemble import (
     EnsembleResult,
@@ -58,6 +59,7 @@ __all__ = [
     "default_attacks",
     "ensemble_attack",
     "linearized_distance",
+    "madry_pgd",
     "minimal_distance",
     "refine_to_boundary",
     "robust_accuracy",

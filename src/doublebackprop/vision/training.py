@@ -24,7 +24,7 @@ from doublebackprop.common.training import (
 from doublebackprop.engine.adjoint import adjoint
 from doublebackprop.engine.objective import objective
 from doublebackprop.engine.penalties import InputGradientPenalty
-from doublebackprop.robustness.attacks import PGD
+from doublebackprop.robustness.attacks import madry_pgd
 from doublebackprop.vision.datasets import ImageData
 
 __all__ = ["TrainConfig", "TrainSummary", "train_model"]
@@ -38,7 +38,10 @@ class TrainConfig:
     """How one model is trained.
 
     ``method``: ``"plain"``, ``"gradient-norm"`` (``λ·‖∇_x ℓ_i‖²`` per sample through
-    ``dbp.objective`` with ``reduction``) or ``"adversarial"`` (PGD, ``epsilon`` in ``adv_norm``).
+    ``dbp.objective`` with ``reduction``) or ``"adversarial"`` (Madry PGD training: every sample of
+    every batch replaced by the last of ``adv_steps`` PGD iterates from a random start in the
+    ``epsilon`` ball of ``adv_norm``, step ``2.5·ε/adv_steps``; see
+    :func:`doublebackprop.robustness.madry_pgd`).
     """
 
     method: str = "plain"
@@ -114,16 +117,6 @@ def train_model(
         if config.method == "gradient-norm"
         else None
     )
-    attack = (
-        PGD(
-            epsilon=config.epsilon,
-            norm=config.adv_norm,
-            steps=config.adv_steps,
-            rel_step_size=2.5 / config.adv_steps,
-        )
-        if config.method == "adversarial"
-        else None
-    )
     loss = pen = float("nan")
     # the per-epoch seeds of the dropout masks must not leak into the caller's generator
     with distributed_context() as (rank, world), torch.random.fork_rng(devices=[]):
@@ -144,8 +137,17 @@ def train_model(
             )
             for idx in bar:
                 x, y = data.images[idx], data.labels[idx]
-                if attack is not None:
-                    x = attack(model, x, y, bounds=(0.0, 1.0), generator=gen).adversarial
+                if config.method == "adversarial":  # Madry PGD: every sample perturbed
+                    x = madry_pgd(
+                        model,
+                        x,
+                        y,
+                        epsilon=config.epsilon,
+                        norm=config.adv_norm,
+                        steps=config.adv_steps,
+                        bounds=(0.0, 1.0),
+                        generator=gen,
+                    )
                 opt.zero_grad(set_to_none=True)
                 res = objective(net, x, y, penalty=penalty)
                 res.total.backward()

@@ -1,7 +1,9 @@
-"""Batched adversarial attacks: the :class:`Attack` base, gradient-ascent and minimisation attacks."""
+"""Batched adversarial attacks: the :class:`Attack` base, gradient-ascent and minimisation attacks,
+and Madry PGD for adversarial training (:func:`madry_pgd`)."""
 
 from doublebackprop.robustness.attacks.base import Attack, AttackResult
 from doublebackprop.robustness.attacks.gradient import PGD, MinimalPGD, RandomDirections
+from doublebackprop.robustness.attacks.madry import madry_pgd
 from doublebackprop.robustness.attacks.minimisation import DDN, CarliniWagner, DeepFool
 
 __all__ = [
@@ -13,4 +15,5 @@ __all__ = [
     "DeepFool",
     "MinimalPGD",
     "RandomDirections",
+    "madry_pgd",
 ]
