@@ -273,3 +273,27 @@ def test_image_data_validation():
         )
     with pytest.raises(ValueError, match="int64"):
         ImageData(torch.rand(3, 1, 4, 4), torch.tensor([0.0, 1.0, 1.0]), ("a", "b"), "fl")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_evaluation_reports_failed_attacks_as_not_broken():
+    """A model no attack can break: every correct image is 'not broken' (inf), none dropped."""
+    from doublebackprop.vision.study import evaluate_model
+
+    const = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+    with torch.no_grad():
+        const[1].weight.zero_()
+        const[1].bias.copy_(torch.tensor([2.0, 0.0, -1.0]))
+    g = torch.Generator().manual_seed(0)
+    data = ImageData(
+        torch.rand(10, 1, 8, 8, generator=g),
+        torch.tensor([0, 0, 0, 0, 0, 0, 1, 2, 1, 0]),
+        ("a", "b", "c"),
+        "toy",
+    )
+    rec, per = evaluate_model(const, data, data, fast=True, seed=0, robust_epsilons=(0.5,))
+    assert rec["n_correct_attacked"] == 7 and rec["n_failed"] == 7 and rec["n_broken"] == 0
+    assert rec["median_distance"] == float("inf") and rec["failure_fraction"] == 1.0
+    assert rec["robust_accuracy"] == {"0.5": pytest.approx(0.7)}
+    assert all(v == float("inf") for v in rec["median_distance_by_attack"].values())
+    assert np.isinf(per["distance"][per["correct"]]).all()

@@ -36,6 +36,7 @@ from doublebackprop.robustness.ensemble import (
     robust_accuracy,
 )
 from doublebackprop.robustness.norms import L2, Linf, Norm
+from doublebackprop.robustness.statistics import DistanceSummary, median_ci, summarize_distances
 
 __all__ = [
     "DDN",
@@ -45,6 +46,7 @@ __all__ = [
     "Attack",
     "AttackResult",
     "CarliniWagner",
+    "DistanceSummary",
     "DeepFool",
     "EnsembleResult",
     "Linf",
@@ -60,8 +62,10 @@ __all__ = [
     "ensemble_attack",
     "linearized_distance",
     "madry_pgd",
+    "median_ci",
     "minimal_distance",
     "refine_to_boundary",
     "robust_accuracy",
     "saliency",
+    "summarize_distances",
 ]

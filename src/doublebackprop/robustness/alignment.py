@@ -1,12 +1,22 @@
 """Saliency, alignment and linearised robustness (Etmann, Lunz, Maass & Schönlieb, ICML 2019).
 
-For logits ``Ψ`` and an input ``x`` with predicted class ``i*`` and saliency ``g = ∇Ψ^{i*}(x)``:
+For logits ``Ψ`` and an input ``x`` with predicted class ``i`` and saliency ``g_i = ∇Ψ^i(x)``:
 
-* alignment ``α(x) = |⟨x, g⟩| / ‖g‖`` and its cosine form ``|⟨x, g⟩| / (‖x‖‖g‖)``;
-* bias term ``β(x) = Ψ^{i*}(x) − ⟨g, x⟩`` (zero for positively homogeneous nets);
-* linearised robustness ``ρ̂(x) = min_{j≠i*} (Ψ^{i*} − Ψ^j) / ‖∇Ψ^{i*} − ∇Ψ^j‖``.
+* alignment ``α(x) = |⟨x, g_i⟩| / ‖g_i‖`` and its cosine form ``|⟨x, g_i⟩| / (‖x‖‖g_i‖)``;
+* bias term ``β_i(x) = Ψ^i(x) − ⟨g_i, x⟩`` (zero for positively homogeneous nets);
+* linearised robustness ``ρ̂(x) = min_{j≠i} (Ψ^i − Ψ^j) / ‖g_i − g_j‖``, minimiser ``j*``.
 
-For a binary, positively homogeneous net ``ρ̂ = α``; with biases ``|ρ̂ − α| ≤ |β| / ‖g‖``.
+**The exact relation.** Writing ``Ψ^k = ⟨g_k, x⟩ + β_k`` for every class and solving the definition
+of ``ρ̂`` for ``⟨x, g_i⟩`` gives, for every sample and every network,
+
+``⟨x, g_i⟩/‖g_i‖ = ρ̂‖g_i − g_j*‖/‖g_i‖ + ⟨x, g_j*⟩/‖g_i‖ − (β_i − β_j*)/‖g_i‖``.
+
+:func:`alignment_report` returns each term. ``ρ̂ = α`` follows only when the runner-up's saliency
+is the negative of the winner's and the biases vanish: antisymmetric binary logits
+``(f, −f)`` of a positively homogeneous ``f`` (then ``g_j* = −g_i`` and the relation reads
+``⟨x, g_i⟩/‖g_i‖ = 2ρ̂ − ⟨x, g_i⟩/‖g_i‖``). An ordinary two-logit network has independent
+``g_1, g_2``, and ``ρ̂`` and ``α`` can differ arbitrarily, biases or not.
+
 All quantities are evaluated in eval mode (the model's flags are restored afterwards); ``α``
 depends on the scale and centring of ``x``.
 """
@@ -45,8 +55,12 @@ Tensor = torch.Tensor
 class AlignmentReport:
     """Per-sample quantities of the ICML 2019 analysis, all of shape ``(N,)``.
 
-    ``bound`` is ``|β| / ‖g‖`` and ``bound_gap`` is ``|ρ̂ − α|``; ``bound_holds`` says where
-    ``bound_gap ≤ bound`` (a theorem for binary nets, an empirical statement for multi-class ones).
+    ``runner_up`` is the minimiser ``j*`` of ``ρ̂`` (``-1`` where ``ρ̂`` is infinite). The terms of the
+    exact relation (see the module notes), each divided by ``‖g_i‖``:
+    ``signed_alignment = margin_term + runner_up_term − bias_difference_term``, with
+    ``signed_alignment = ⟨x, g_i⟩/‖g_i‖``, ``margin_term = ρ̂‖g_i − g_j*‖/‖g_i‖``,
+    ``runner_up_term = ⟨x, g_j*⟩/‖g_i‖`` and ``bias_difference_term = (β_i − β_j*)/‖g_i‖``.
+    ``relation_residual`` is the left side minus the right side: rounding error only.
     """
 
     predicted: Tensor
@@ -55,9 +69,12 @@ class AlignmentReport:
     bias: Tensor
     saliency_norm: Tensor
     linearized_distance: Tensor
-    bound: Tensor
-    bound_gap: Tensor
-    bound_holds: Tensor
+    runner_up: Tensor
+    signed_alignment: Tensor
+    margin_term: Tensor
+    runner_up_term: Tensor
+    bias_difference_term: Tensor
+    relation_residual: Tensor
 
 
 def _zero_guard(norm: Tensor, where: str) -> Tensor:
@@ -125,8 +142,8 @@ def bias_term(model: nn.Module, x: Tensor) -> Tensor:
     return logits.gather(1, pred.view(-1, 1)).squeeze(1) - per_sample_dot(x, g)
 
 
-def _linearized(model: nn.Module, x: Tensor, where: str) -> tuple[Tensor, Tensor, Tensor]:
-    """``(pred, logits, ρ̂)`` and the gradients of all logits, batched over classes."""
+def _linearized(model: nn.Module, x: Tensor, where: str) -> dict[str, Tensor]:
+    """Logits, all class gradients (batched over classes), ``ρ̂`` and its minimiser ``j*``."""
     model, x, _ = check_batch(model, x, None, where)
     with evaluation(model):
         logits = logits_of(model, x, where)
@@ -142,7 +159,9 @@ def _linearized(model: nn.Module, x: Tensor, where: str) -> tuple[Tensor, Tensor
     ratio = gap / diff
     ratio[idx, pred] = float("inf")
     ratio = torch.where(diff == 0, torch.full_like(ratio, float("inf")), ratio)
-    return pred, jac[idx, pred], ratio.amin(1)
+    rho, j = ratio.min(1)
+    j = torch.where(torch.isfinite(rho), j, torch.full_like(j, -1))
+    return {"pred": pred, "logits": logits, "jac": jac, "rho": rho, "runner_up": j}
 
 
 def linearized_distance(model: nn.Module, x: Tensor) -> Tensor:
@@ -157,23 +176,43 @@ def linearized_distance(model: nn.Module, x: Tensor) -> Tensor:
     >>> linearized_distance(net, torch.randn(5, 4)).shape
     torch.Size([5])
     """
-    return _linearized(model, x, "linearized_distance")[2]
+    return _linearized(model, x, "linearized_distance")["rho"]
 
 
 def alignment_report(model: nn.Module, x: Tensor) -> AlignmentReport:
-    """All per-sample quantities at once, with how tight ``|ρ̂ − α| ≤ |β| / ‖g‖`` is."""
+    """All per-sample quantities at once, with the terms of the exact multi-class relation.
+
+    Shapes: ``x`` ``(N, ...)`` → every field ``(N,)``.
+
+    Examples
+    --------
+    >>> net = torch.nn.Linear(4, 3)
+    >>> rep = alignment_report(net, torch.randn(5, 4))
+    >>> bool((rep.relation_residual.abs() < 1e-4).all())
+    True
+    """
     where = "alignment_report"
-    pred, g, rho_hat = _linearized(model, x, where)
-    with evaluation(model):
-        logits = logits_of(model, x, where)
+    lin = _linearized(model, x, where)
+    pred, logits, jac, rho_hat, j = (lin[k] for k in ("pred", "logits", "jac", "rho", "runner_up"))
+    n = x.shape[0]
+    idx = torch.arange(n, device=x.device)
+    g = jac[idx, pred]
     gnorm = g.flatten(1).norm(dim=1)
     safe = _zero_guard(gnorm, where)
     dot = per_sample_dot(x, g)
     alpha = dot.abs() / safe
     cos = alpha / x.flatten(1).norm(dim=1)
-    beta = logits.gather(1, pred.view(-1, 1)).squeeze(1) - dot
-    bound = beta.abs() / safe
-    gap = (rho_hat - alpha).abs()
+    beta = logits[idx, pred] - dot
+    found = j >= 0
+    jj = torch.where(found, j, pred)
+    gj = jac[idx, jj]
+    dot_j = per_sample_dot(x, gj)
+    beta_j = logits[idx, jj] - dot_j
+    nan = torch.full_like(alpha, float("nan"))
+    signed = dot / safe
+    margin_term = torch.where(found, rho_hat * (g - gj).flatten(1).norm(dim=1) / safe, nan)
+    runner_term = torch.where(found, dot_j / safe, nan)
+    bias_term_ = torch.where(found, (beta - beta_j) / safe, nan)
     return AlignmentReport(
         predicted=pred,
         alignment=alpha,
@@ -181,7 +220,10 @@ def alignment_report(model: nn.Module, x: Tensor) -> AlignmentReport:
         bias=beta,
         saliency_norm=gnorm,
         linearized_distance=rho_hat,
-        bound=bound,
-        bound_gap=gap,
-        bound_holds=gap <= bound * (1 + 1e-5) + 1e-6,
+        runner_up=j,
+        signed_alignment=signed,
+        margin_term=margin_term,
+        runner_up_term=runner_term,
+        bias_difference_term=bias_term_,
+        relation_residual=signed - (margin_term + runner_term - bias_term_),
     )

@@ -22,6 +22,7 @@ import torch
 from doublebackprop import robustness as rb
 from doublebackprop.common.training import distributed_context, seeded
 from doublebackprop.engine.objective import input_gradient
+from doublebackprop.robustness.statistics import median as _median_with_inf
 from doublebackprop.vision.datasets import ImageData, load_dataset
 from doublebackprop.vision.models import build_model
 from doublebackprop.vision.training import TrainConfig, train_model
@@ -79,27 +80,37 @@ def quick_config(out: Path, **overrides: object) -> StudyConfig:
 
 
 def spearman(a: list[float], b: list[float]) -> float:
-    """Spearman rank correlation (NaN with fewer than 3 finite pairs)."""
+    """Spearman rank correlation (NaN with fewer than 3 defined pairs; ``inf`` ranks highest)."""
     from scipy.stats import spearmanr
 
-    pairs = [(u, v) for u, v in zip(a, b) if math.isfinite(u) and math.isfinite(v)]
+    pairs = [(u, v) for u, v in zip(a, b) if not (math.isnan(u) or math.isnan(v))]
     if len(pairs) < 3:
         return math.nan
     return float(spearmanr([p[0] for p in pairs], [p[1] for p in pairs]).statistic)
 
 
 def _median(v: Tensor) -> float:
-    v = v[torch.isfinite(v)]
-    return float(v.median()) if v.numel() else math.nan
+    """Median of the defined values (NaN, e.g. α of a zero saliency, is left out; ±inf kept)."""
+    v = v[~torch.isnan(v)]
+    return _median_with_inf(v)
 
 
 def evaluate_model(
-    model: torch.nn.Module, clean: ImageData, attack: ImageData, *, fast: bool, seed: int
+    model: torch.nn.Module,
+    clean: ImageData,
+    attack: ImageData,
+    *,
+    fast: bool,
+    seed: int,
+    robust_epsilons: tuple[float, ...] = (0.5, 1.0, 2.0),
 ) -> tuple[dict, dict[str, np.ndarray]]:
     """Clean accuracy on ``clean``; ρ, ρ̂, α, cos α, β on the correctly classified ``attack`` images.
 
     Medians are over the attacked images the model classifies correctly (the paper's convention:
-    distances > 0). Returns the summary record and the per-sample arrays.
+    distances > 0). Images no attack broke keep distance ``inf`` ("not broken within the bounds")
+    and stay in the median, which is ``inf`` when more than half of them were not broken; their
+    number (``n_failed``) and the robust accuracy at ``robust_epsilons`` are reported with it.
+    Returns the summary record and the per-sample arrays.
     """
     model.eval()
     with torch.no_grad():
@@ -120,23 +131,33 @@ def evaluate_model(
         rep = rb.alignment_report(model, x)
     ok = rep.predicted == y
     d = ens.distance
+    summ = rb.summarize_distances(d, ok, epsilons=robust_epsilons, seed=seed)
+    by_attack = {k: rb.summarize_distances(v, ok, seed=seed) for k, v in ens.per_attack.items()}
     record = {
         "clean_accuracy": acc,
         "n_clean": len(clean),
         "n_attacked": len(attack),
-        "n_correct_attacked": int(ok.sum()),
-        "attack_success_fraction": float(torch.isfinite(d[ok]).float().mean())
-        if ok.any()
-        else math.nan,
-        "median_distance": _median(d[ok]),
+        "n_correct_attacked": summ.n,
+        "n_broken": summ.n_broken,
+        "n_failed": summ.n_failed,
+        "failure_fraction": summ.n_failed / summ.n if summ.n else math.nan,
+        "median_distance": summ.median,
+        "median_distance_ci": list(summ.ci),
+        "robust_accuracy": {f"{e:g}": v for e, v in summ.robust_accuracy.items()},
         "median_linearized_distance": _median(rep.linearized_distance[ok]),
         "median_alignment": _median(rep.alignment[ok]),
         "median_cosine_alignment": _median(rep.cosine_alignment[ok]),
         "median_abs_bias": _median(rep.bias[ok].abs()),
-        "median_bias_bound": _median(rep.bound[ok]),
         "median_saliency_norm": _median(rep.saliency_norm[ok]),
-        "bound_holds_fraction": float(rep.bound_holds[ok].float().mean()) if ok.any() else math.nan,
-        "median_distance_by_attack": {k: _median(v[ok]) for k, v in ens.per_attack.items()},
+        "median_signed_alignment": _median(rep.signed_alignment[ok]),
+        "median_margin_term": _median(rep.margin_term[ok]),
+        "median_runner_up_term": _median(rep.runner_up_term[ok]),
+        "median_bias_difference_term": _median(rep.bias_difference_term[ok]),
+        "max_relation_residual": float(rep.relation_residual[ok].abs().nan_to_num(0).max())
+        if ok.any()
+        else math.nan,
+        "median_distance_by_attack": {k: v.median for k, v in by_attack.items()},
+        "failed_by_attack": {k: v.n_failed for k, v in by_attack.items()},
         "masking_fraction": ens.masking_fraction,
         "warnings": sorted({str(w.message) for w in caught}),
     }
@@ -292,8 +313,11 @@ def _summary(records: list[dict], cfg: StudyConfig) -> dict:
 
 
 def _clean(v: object) -> object:
-    """JSON-safe: non-finite floats become null (strict JSON has no NaN/Infinity)."""
+    """JSON-safe (strict JSON has no NaN/Infinity): ``inf`` becomes the string ``"inf"`` (not broken
+    within the bounds), NaN (undefined) becomes null."""
     if isinstance(v, float):
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
         return v if math.isfinite(v) else None
     if isinstance(v, dict):
         return {k: _clean(u) for k, u in v.items()}
