@@ -297,3 +297,25 @@ def test_evaluation_reports_failed_attacks_as_not_broken():
     assert rec["robust_accuracy"] == {"0.5": pytest.approx(0.7)}
     assert all(v == float("inf") for v in rec["median_distance_by_attack"].values())
     assert np.isinf(per["distance"][per["correct"]]).all()
+
+
+def test_cli_adv_epsilon_empty_means_none(tmp_path):
+    import argparse
+
+    from doublebackprop.vision.cli import register
+    from doublebackprop.vision.study import StudyConfig, _plan
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["robustness", "--out", str(tmp_path), "--adv-epsilon", ""])
+    assert args.adv_epsilon == ()
+    plan = _plan(StudyConfig(out=tmp_path, adversarial_epsilons=args.adv_epsilon))
+    assert [p.method for p in plan if p.method == "adversarial"] == []
+    assert parser.parse_args(
+        ["robustness", "--out", "o", "--adv-epsilon", "0.5,1"]
+    ).adv_epsilon == (
+        0.5,
+        1.0,
+    )
+    with pytest.raises(SystemExit):
+        parser.parse_args(["robustness", "--out", "o", "--adv-epsilon", "0"])

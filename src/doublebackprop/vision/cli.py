@@ -17,6 +17,16 @@ def _floats(text: str) -> tuple[float, ...]:
     return float_list(text, minimum=0.0)
 
 
+def _adv_epsilons(text: str) -> tuple[float, ...]:
+    """``--adv-epsilon``: radii > 0, or the empty string for no adversarially trained model."""
+    if not text.strip():
+        return ()
+    vals = float_list(text, minimum=0.0)
+    if any(v <= 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"expected radii > 0 (or '' for none), got {text!r}")
+    return vals
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "robustness",
@@ -51,9 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--adv-epsilon",
-        type=_floats,
+        type=_adv_epsilons,
         default=None,
-        help="L2 ε of PGD adversarial training (empty: none)",
+        help="radii of Madry-PGD adversarial training, comma-separated (L2; '' for none)",
     )
     p.add_argument(
         "--reduction",
