@@ -93,7 +93,10 @@ def relation_oracle(model: nn.Module, x: torch.Tensor):
         rows.append(
             [j, xi @ gi / gn, ratios.min() * (gi - gj).norm() / gn, xi @ gj / gn, (bi - bj) / gn]
         )
-    return [torch.tensor([float(r[k]) for r in rows], dtype=DT) for k in range(5)]
+    return [
+        torch.tensor([float(torch.as_tensor(r[k]).detach()) for r in rows], dtype=DT)
+        for k in range(5)
+    ]
 
 
 @pytest.mark.parametrize("out,bias", [(4, True), (2, False), (2, True)])

@@ -2,6 +2,7 @@
 and Madry PGD for adversarial training (:func:`madry_pgd`)."""
 
 from doublebackprop.robustness.attacks.base import Attack, AttackResult
+from doublebackprop.robustness.attacks.decision import GaussianSmoothing, HopSkipJump, Transfer
 from doublebackprop.robustness.attacks.gradient import PGD, MinimalPGD, RandomDirections
 from doublebackprop.robustness.attacks.madry import madry_pgd
 from doublebackprop.robustness.attacks.minimisation import DDN, CarliniWagner, DeepFool
@@ -13,7 +14,10 @@ __all__ = [
     "AttackResult",
     "CarliniWagner",
     "DeepFool",
+    "GaussianSmoothing",
+    "HopSkipJump",
     "MinimalPGD",
     "RandomDirections",
+    "Transfer",
     "madry_pgd",
 ]
