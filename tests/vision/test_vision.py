@@ -189,19 +189,35 @@ def test_cli_study_end_to_end(tmp_path):
         "--attack-size",
         "12",
         "--lambdas",
-        "0,0.1,1",
+        "0,1",
         "--adv-epsilon",
         "1",
+        "--seeds",
+        "0,1",
         "--no-progress",
     ]
     assert main(argv) == 0
     records = json.loads((out / "results.json").read_text())
-    assert [r["method"] for r in records] == [
-        "plain",
-        "gradient-norm",
-        "gradient-norm",
-        "adversarial",
+    assert [(r["method"], r["seed"]) for r in records] == [
+        ("plain", 0),
+        ("gradient-norm", 0),
+        ("adversarial", 0),
+        ("plain", 1),
+        ("gradient-norm", 1),
+        ("adversarial", 1),
     ]
+    rows = json.loads((out / "summary.json").read_text())["across_seeds"]
+    assert [(r["config"], r["n_seeds"]) for r in rows] == [
+        ("plain_lam0", 2),
+        ("gradient-norm_lam1", 2),
+        ("adversarial_eps1", 2),
+    ]
+    for row in rows:  # the seed mean is the mean of the two per-seed values
+        per = [r["clean_accuracy"] for r in records if r["config"] == row["config"]]
+        assert row["clean_accuracy"] == pytest.approx(sum(per) / 2)
+    for r in records:
+        assert r["n_correct_attacked"] == r["n_broken"] + r["n_failed"]
+        assert len(r["median_distance_ci"]) == 2
     for r in records:
         for key in (
             "model",
@@ -211,10 +227,14 @@ def test_cli_study_end_to_end(tmp_path):
             "median_linearized_distance",
             "median_alignment",
             "median_cosine_alignment",
+            "median_alignment_ci",
+            "n_failed",
+            "robust_accuracy",
         ):
             assert key in r
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4
+    assert "None" not in html and "Across seeds" in html and "seed 1" in html
     for name in (
         "alignment_vs_distance.png",
         "per_sample.png",

@@ -125,12 +125,24 @@ def scalar_gradient(
 def class_gradients(model: nn.Module, x: Tensor, classes: Tensor) -> tuple[Tensor, Tensor]:
     """Logits ``(N, m)`` and input gradients of the logits ``classes`` ``(N, K)``: ``(N, K, ...)``.
 
-    One forward/backward of the batch repeated ``K`` times (no per-sample loop).
+    One forward pass of the batch and ``K`` vector-Jacobian products batched with
+    ``is_grads_batched`` (the batch is not repeated ``K`` times); models whose operations cannot
+    be batched that way fall back to one forward/backward of the batch repeated ``K`` times.
     """
     n, k = classes.shape
-    xr = x.unsqueeze(1).expand(n, k, *x.shape[1:]).reshape(n * k, *x.shape[1:])
+    xr = x.detach().requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            logits = model(xr)
+            seeds = torch.zeros(k, *logits.shape, dtype=logits.dtype, device=logits.device)
+            seeds.scatter_(2, classes.t().unsqueeze(2).to(logits.device), 1.0)
+            (grad,) = torch.autograd.grad(logits, xr, grad_outputs=seeds, is_grads_batched=True)
+        return logits.detach(), grad.transpose(0, 1).contiguous()
+    except RuntimeError:
+        pass
+    rep = x.unsqueeze(1).expand(n, k, *x.shape[1:]).reshape(n * k, *x.shape[1:])
     wrapped = _Scalar(model, lambda z: z.gather(1, classes.reshape(-1, 1)).squeeze(1))
-    grad = input_gradient(wrapped, xr, target=0, engine=ENGINE)
+    grad = input_gradient(wrapped, rep, target=0, engine=ENGINE)
     assert wrapped.logits is not None
     logits = wrapped.logits.view(n, k, -1)[:, 0]
     return logits, grad.view(n, k, *x.shape[1:])

@@ -37,6 +37,7 @@ from doublebackprop.robustness._core import (
     per_sample_dot,
 )
 from doublebackprop.robustness._core import scalar_gradient as _scalar_gradient
+from doublebackprop.robustness.norms import L2, Norm, as_norm
 
 __all__ = [
     "AlignmentReport",
@@ -142,7 +143,9 @@ def bias_term(model: nn.Module, x: Tensor) -> Tensor:
     return logits.gather(1, pred.view(-1, 1)).squeeze(1) - per_sample_dot(x, g)
 
 
-def _linearized(model: nn.Module, x: Tensor, where: str) -> dict[str, Tensor]:
+def _linearized(
+    model: nn.Module, x: Tensor, where: str, norm: Norm | None = None
+) -> dict[str, Tensor]:
     """Logits, all class gradients (batched over classes), ``ρ̂`` and its minimiser ``j*``."""
     model, x, _ = check_batch(model, x, None, where)
     with evaluation(model):
@@ -155,7 +158,11 @@ def _linearized(model: nn.Module, x: Tensor, where: str) -> dict[str, Tensor]:
     pred = logits.argmax(1)
     idx = torch.arange(n, device=x.device)
     gap = logits[idx, pred].unsqueeze(1) - logits  # (N, m), >= 0
-    diff = (jac[idx, pred].unsqueeze(1) - jac).flatten(2).norm(dim=2)  # (N, m)
+    delta = (jac[idx, pred].unsqueeze(1) - jac).flatten(2)  # (N, m, d)
+    if norm is None or isinstance(norm, L2):
+        diff = delta.norm(dim=2)
+    else:  # the distance in ‖·‖_p needs the dual norm of the gradient difference
+        diff = norm.dual(delta.flatten(0, 1)).view(n, m)
     ratio = gap / diff
     ratio[idx, pred] = float("inf")
     ratio = torch.where(diff == 0, torch.full_like(ratio, float("inf")), ratio)
@@ -164,11 +171,19 @@ def _linearized(model: nn.Module, x: Tensor, where: str) -> dict[str, Tensor]:
     return {"pred": pred, "logits": logits, "jac": jac, "rho": rho, "runner_up": j}
 
 
-def linearized_distance(model: nn.Module, x: Tensor) -> Tensor:
-    """Per-sample ``ρ̂(x) = min_{j≠i*} (Ψ^{i*} − Ψ^j) / ‖∇Ψ^{i*} − ∇Ψ^j‖``, shape ``(N,)``.
+def linearized_distance(model: nn.Module, x: Tensor, *, norm: Norm | float = 2) -> Tensor:
+    """Per-sample ``ρ̂(x) = min_{j≠i*} (Ψ^{i*} − Ψ^j) / ‖∇Ψ^{i*} − ∇Ψ^j‖_*``, shape ``(N,)``.
 
-    The first-order (DeepFool) estimate of the L2 distance to the decision boundary; ``inf``
-    where every difference of gradients vanishes.
+    The first-order (DeepFool) estimate of the distance to the decision boundary in ``norm``
+    (``‖·‖_*`` is its dual: L2 for L2, L1 for L∞); ``inf`` where every difference of gradients
+    vanishes.
+
+    Parameters
+    ----------
+    model : nn.Module
+    x : Tensor
+        ``(N, ...)``.
+    norm : 2, math.inf, L2() or Linf()
 
     Examples
     --------
@@ -176,7 +191,8 @@ def linearized_distance(model: nn.Module, x: Tensor) -> Tensor:
     >>> linearized_distance(net, torch.randn(5, 4)).shape
     torch.Size([5])
     """
-    return _linearized(model, x, "linearized_distance")["rho"]
+    where = "linearized_distance"
+    return _linearized(model, x, where, as_norm(norm, where))["rho"]
 
 
 def alignment_report(model: nn.Module, x: Tensor) -> AlignmentReport:
