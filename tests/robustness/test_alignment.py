@@ -177,3 +177,20 @@ def test_zero_saliency_warns_and_gives_nan():
     with pytest.warns(RuntimeWarning, match="zero saliency"):
         a = rb.alignment(net, torch.randn(2, 4, dtype=DT))
     assert torch.isnan(a).all()
+
+
+def test_linf_linearized_distance_closed_form():
+    """Linear logits: ρ̂_∞ = min_j (z_i − z_j) / ‖w_i − w_j‖₁ (Hölder), the exact L∞ distance."""
+    gen = torch.Generator().manual_seed(3)
+    lin = nn.Linear(7, 4, bias=True).to(DT)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(4, 7, dtype=DT, generator=gen))
+    x = torch.randn(9, 7, dtype=DT, generator=gen)
+    z = lin(x).detach()
+    w = lin.weight.detach()
+    i = z.argmax(1)
+    ratios = (z.gather(1, i[:, None]) - z) / (w[i][:, None, :] - w[None]).abs().sum(2)
+    ratios[torch.arange(9), i] = math.inf
+    torch.testing.assert_close(
+        rb.linearized_distance(lin, x, norm=math.inf), ratios.amin(1), rtol=1e-10, atol=1e-12
+    )

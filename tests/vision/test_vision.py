@@ -317,6 +317,11 @@ def test_evaluation_reports_failed_attacks_as_not_broken():
     assert rec["robust_accuracy"] == {"0.5": pytest.approx(0.7)}
     assert all(v == float("inf") for v in rec["median_distance_by_attack"].values())
     assert np.isinf(per["distance"][per["correct"]]).all()
+    rec, _ = evaluate_model(
+        const, data, data, fast=True, seed=0, norm=float("inf"), robust_epsilons=(0.1,)
+    )
+    assert rec["norm"] == "Linf" and rec["n_failed"] == 7 and rec["median_distance"] == float("inf")
+    assert any("MinimalPGD(Linf)" in k for k in rec["median_distance_by_attack"])
 
 
 def test_cli_adv_epsilon_empty_means_none(tmp_path):
@@ -339,3 +344,49 @@ def test_cli_adv_epsilon_empty_means_none(tmp_path):
     )
     with pytest.raises(SystemExit):
         parser.parse_args(["robustness", "--out", "o", "--adv-epsilon", "0"])
+
+
+def test_icml_mnist_preset_and_step_schedule(tmp_path):
+    from doublebackprop.common.training import load_checkpoint
+    from doublebackprop.vision.study import _plan, icml_mnist_config
+
+    cfg = icml_mnist_config(tmp_path)
+    assert (cfg.dataset, cfg.epochs, cfg.lr, cfg.lr_step, cfg.lr_gamma) == (
+        "mnist",
+        200,
+        1e-3,
+        80,
+        0.1,
+    )
+    assert (cfg.weight_decay, cfg.reduction, cfg.lambdas) == (1e-6, "batch_mean", (0.0, 10.0))
+    penalised = [p for p in _plan(cfg) if p.method == "gradient-norm"]
+    assert {p.lam for p in penalised} == {10.0} and {p.seed for p in penalised} == {0, 1, 2}
+    assert all(p.reduction == "batch_mean" and p.weight_decay == 1e-6 for p in penalised)
+    # the schedule: lr · γ^(epoch // step), written into the optimizer state of each epoch
+    data = load_fashion_mnist(fake_fashion(tmp_path / "fm", 40, 10), split="train")
+    ckpt = tmp_path / "m.pt"
+    tc = TrainConfig(epochs=3, batch_size=40, lr=0.01, lr_step=2, lr_gamma=0.5, weight_decay=0.1)
+    torch.manual_seed(0)
+    train_model(SmallCNN(width=0.25), data, tc, checkpoint=ckpt, progress=False)
+    group = load_checkpoint(ckpt)["optimizer"]["param_groups"][0]
+    assert group["lr"] == pytest.approx(0.005) and group["weight_decay"] == 0.1
+    with pytest.raises(ValueError, match="lr_gamma"):
+        TrainConfig(lr_gamma=0.0)
+
+
+def test_saliency_grid_keeps_channels_and_one_scale(tmp_path):
+    from doublebackprop.vision.plots import plot_saliency_grid
+
+    rng = np.random.default_rng(0)
+    images = rng.random((3, 3, 8, 8))
+    a = rng.normal(size=(3, 3, 8, 8))
+    b = 1e-4 * rng.normal(size=(3, 3, 8, 8))  # a far smaller gradient stays visible
+    v = plot_saliency_grid(
+        [("m_a", a, np.array([0, 1, 2])), ("m_b", b, np.array([2, 2, 0]))],
+        images,
+        tmp_path / "s.png",
+        classes=("cat", "dog", "car"),
+    )
+    unit = [g.sum(1) / np.sqrt((g.reshape(3, -1) ** 2).sum(1))[:, None, None] for g in (a, b)]
+    assert v == pytest.approx(max(np.abs(u).max() for u in unit))
+    assert (tmp_path / "s.png").stat().st_size > 0
