@@ -194,3 +194,26 @@ def test_linf_linearized_distance_closed_form():
     torch.testing.assert_close(
         rb.linearized_distance(lin, x, norm=math.inf), ratios.amin(1), rtol=1e-10, atol=1e-12
     )
+
+
+def test_top_k_candidates_match_a_restricted_oracle():
+    """``candidates=k``: the minimum over the winner's k − 1 strongest runner-ups only."""
+    net = relu_net(6, 16, True, 8, seed=7)
+    x = torch.randn(10, 6, dtype=DT, generator=torch.Generator().manual_seed(8))
+    want = []
+    for xi in x:
+        z = net(xi[None])[0].detach()
+        jac = torch.autograd.functional.jacobian(lambda v: net(v[None])[0], xi)
+        i = int(z.argmax())
+        top = [int(c) for c in torch.argsort(z, descending=True) if int(c) != i][:2]
+        want.append(min(float((z[i] - z[j]) / (jac[i] - jac[j]).norm()) for j in top))
+    got = rb.linearized_distance(net, x, candidates=3)
+    torch.testing.assert_close(got, torch.tensor(want, dtype=DT), rtol=1e-10, atol=1e-12)
+    assert (got >= rb.linearized_distance(net, x) - 1e-12).all()
+    torch.testing.assert_close(
+        rb.linearized_distance(net, x, candidates=8), rb.linearized_distance(net, x)
+    )
+    rep = rb.alignment_report(net, x, candidates=3)
+    assert rep.relation_residual.abs().max() < 1e-10
+    with pytest.raises(ValueError, match="candidates"):
+        rb.linearized_distance(net, x, candidates=1)

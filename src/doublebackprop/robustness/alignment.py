@@ -23,6 +23,7 @@ depends on the scale and centring of ``x``.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -144,34 +145,55 @@ def bias_term(model: nn.Module, x: Tensor) -> Tensor:
 
 
 def _linearized(
-    model: nn.Module, x: Tensor, where: str, norm: Norm | None = None
+    model: nn.Module,
+    x: Tensor,
+    where: str,
+    norm: Norm | None = None,
+    candidates: int | None = None,
 ) -> dict[str, Tensor]:
-    """Logits, all class gradients (batched over classes), ``ρ̂`` and its minimiser ``j*``."""
+    """``ρ̂`` and its minimiser ``j*`` over the predicted class and the ``candidates − 1`` largest
+    other logits (all classes when ``None``), with the gradients of the winner and of ``j*``."""
     model, x, _ = check_batch(model, x, None, where)
+    if candidates is not None and (
+        not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 2
+    ):
+        raise ValueError(f"{where}: candidates must be an int >= 2 or None, got {candidates!r}")
     with evaluation(model):
         logits = logits_of(model, x, where)
         n, m = logits.shape
         if m < 2:
             raise ValueError(f"{where}: the model must have at least 2 outputs, got {m}")
-        classes = torch.arange(m, device=x.device).expand(n, m)
+        pred = logits.argmax(1)
+        k = m if candidates is None else min(candidates, m)
+        others = logits.scatter(1, pred.view(-1, 1), -math.inf).topk(k - 1, dim=1).indices
+        classes = torch.cat([pred.view(-1, 1), others], dim=1)  # (N, k), the winner first
         logits, jac = class_gradients(model, x, classes)
-    pred = logits.argmax(1)
     idx = torch.arange(n, device=x.device)
-    gap = logits[idx, pred].unsqueeze(1) - logits  # (N, m), >= 0
-    delta = (jac[idx, pred].unsqueeze(1) - jac).flatten(2)  # (N, m, d)
+    z = logits.gather(1, classes)
+    gap = z[:, :1] - z  # (N, k), >= 0
+    delta = (jac[:, :1] - jac).flatten(2)  # (N, k, d)
     if norm is None or isinstance(norm, L2):
         diff = delta.norm(dim=2)
     else:  # the distance in ‖·‖_p needs the dual norm of the gradient difference
-        diff = norm.dual(delta.flatten(0, 1)).view(n, m)
-    ratio = gap / diff
-    ratio[idx, pred] = float("inf")
-    ratio = torch.where(diff == 0, torch.full_like(ratio, float("inf")), ratio)
-    rho, j = ratio.min(1)
-    j = torch.where(torch.isfinite(rho), j, torch.full_like(j, -1))
-    return {"pred": pred, "logits": logits, "jac": jac, "rho": rho, "runner_up": j}
+        diff = norm.dual(delta.flatten(0, 1)).view(n, k)
+    ratio = torch.where(diff == 0, torch.full_like(gap, math.inf), gap / diff)
+    ratio[:, 0] = math.inf
+    rho, col = ratio.min(1)
+    found = torch.isfinite(rho)
+    j = torch.where(found, classes[idx, col], torch.full_like(col, -1))
+    return {
+        "pred": pred,
+        "logits": logits,
+        "rho": rho,
+        "runner_up": j,
+        "g": jac[:, 0],
+        "g_runner": torch.where(found.view(-1, *[1] * (x.dim() - 1)), jac[idx, col], jac[:, 0]),
+    }
 
 
-def linearized_distance(model: nn.Module, x: Tensor, *, norm: Norm | float = 2) -> Tensor:
+def linearized_distance(
+    model: nn.Module, x: Tensor, *, norm: Norm | float = 2, candidates: int | None = None
+) -> Tensor:
     """Per-sample ``ρ̂(x) = min_{j≠i*} (Ψ^{i*} − Ψ^j) / ‖∇Ψ^{i*} − ∇Ψ^j‖_*``, shape ``(N,)``.
 
     The first-order (DeepFool) estimate of the distance to the decision boundary in ``norm``
@@ -184,6 +206,9 @@ def linearized_distance(model: nn.Module, x: Tensor, *, norm: Norm | float = 2) 
     x : Tensor
         ``(N, ...)``.
     norm : 2, math.inf, L2() or Linf()
+    candidates : int or None
+        For many classes: minimise over the predicted class's ``candidates − 1`` strongest
+        runner-ups only (their gradients alone are computed); ``None``: every class (exact).
 
     Examples
     --------
@@ -192,13 +217,23 @@ def linearized_distance(model: nn.Module, x: Tensor, *, norm: Norm | float = 2) 
     torch.Size([5])
     """
     where = "linearized_distance"
-    return _linearized(model, x, where, as_norm(norm, where))["rho"]
+    return _linearized(model, x, where, as_norm(norm, where), candidates)["rho"]
 
 
-def alignment_report(model: nn.Module, x: Tensor) -> AlignmentReport:
+def alignment_report(
+    model: nn.Module, x: Tensor, *, candidates: int | None = None
+) -> AlignmentReport:
     """All per-sample quantities at once, with the terms of the exact multi-class relation.
 
     Shapes: ``x`` ``(N, ...)`` → every field ``(N,)``.
+
+    Parameters
+    ----------
+    model : nn.Module
+    x : Tensor
+    candidates : int or None
+        As in :func:`linearized_distance` (the relation then holds with ``j*`` the minimiser
+        among the candidates).
 
     Examples
     --------
@@ -208,11 +243,11 @@ def alignment_report(model: nn.Module, x: Tensor) -> AlignmentReport:
     True
     """
     where = "alignment_report"
-    lin = _linearized(model, x, where)
-    pred, logits, jac, rho_hat, j = (lin[k] for k in ("pred", "logits", "jac", "rho", "runner_up"))
+    lin = _linearized(model, x, where, None, candidates)
+    pred, logits, rho_hat, j = (lin[k] for k in ("pred", "logits", "rho", "runner_up"))
     n = x.shape[0]
     idx = torch.arange(n, device=x.device)
-    g = jac[idx, pred]
+    g, gj = lin["g"], lin["g_runner"]
     gnorm = g.flatten(1).norm(dim=1)
     safe = _zero_guard(gnorm, where)
     dot = per_sample_dot(x, g)
@@ -221,7 +256,6 @@ def alignment_report(model: nn.Module, x: Tensor) -> AlignmentReport:
     beta = logits[idx, pred] - dot
     found = j >= 0
     jj = torch.where(found, j, pred)
-    gj = jac[idx, jj]
     dot_j = per_sample_dot(x, gj)
     beta_j = logits[idx, jj] - dot_j
     nan = torch.full_like(alpha, float("nan"))
