@@ -176,7 +176,8 @@ def across_seeds(records: list[dict]) -> list[dict]:
     """One row per configuration: mean of the per-seed values with a 95 % t-interval.
 
     ``inf`` values (a median over mostly unbroken images) make the mean ``inf`` and the interval
-    ``(nan, nan)`` unless every seed is ``inf``; ``n_seeds`` says how many seeds entered.
+    ``(nan, nan)`` unless every seed is ``inf``; ``n_seeds`` counts the seeds of the configuration
+    and ``<key>_n_seeds`` those whose value was defined (a NaN median is left out).
     """
     groups: dict[str, list[dict]] = {}
     for r in records:
@@ -197,6 +198,6 @@ def across_seeds(records: list[dict]) -> list[dict]:
                 ci = [math.inf, math.inf]
             else:
                 ci = [math.nan, math.nan]
-            row[key], row[f"{key}_ci"] = mean, ci
+            row[key], row[f"{key}_ci"], row[f"{key}_n_seeds"] = mean, ci, int(v.size)
         rows.append(row)
     return rows

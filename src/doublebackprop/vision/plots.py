@@ -159,7 +159,7 @@ def plot_saliency_grid(
     if im is not None:
         fig.colorbar(im, ax=axes[1:, :].ravel().tolist(), shrink=0.6, label="∇Ψ/‖∇Ψ‖")
     fig.suptitle(
-        f"saliency ∇Ψ^{{i*}}(x) / ‖∇Ψ^{{i*}}(x)‖ (channels summed), one scale ±{v:.3g}",
+        f"saliency of the predicted class, ∇Ψ(x) / ‖∇Ψ(x)‖ (channels summed), one scale ±{v:.3g}",
         fontsize=9,
     )
     fig.savefig(path, dpi=100)
