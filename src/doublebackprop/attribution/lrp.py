@@ -148,16 +148,16 @@ class _RuleLayer(nn.Module):
 class _Dropout(nn.Module):
     """Dropout whose train-mode mask is drawn in the first pass and reused in the second."""
 
-    def __init__(self, p: float, tape: _Tape) -> None:
+    def __init__(self, p: float, tape: _Tape, drop: Callable[..., Tensor] = F.dropout) -> None:
         super().__init__()
-        self.p, self.tape = p, tape
+        self.p, self.tape, self.drop = p, tape, drop
 
     def forward(self, a: Tensor) -> Tensor:
         if not self.training or self.p == 0:
             return a
         if self.tape.mode == "replay":
             return a * self.tape.next()[0]
-        mask = F.dropout(torch.ones_like(a), self.p, True)
+        mask = self.drop(torch.ones_like(a), self.p, True)
         if self.tape.mode == "record":
             self.tape.items.append([mask])
         return a * mask
@@ -227,7 +227,8 @@ def _convert(m: nn.Module, path: str, rule, first_rule, tape: _Tape) -> nn.Modul
             modules=[],
         )
     if isinstance(m, _DROPOUT):
-        return _Dropout(m.p, tape).train(m.training)
+        drop = {nn.Dropout1d: F.dropout1d, nn.Dropout2d: F.dropout2d}.get(type(m), F.dropout)
+        return _Dropout(m.p, tape, drop).train(m.training)
     if isinstance(m, _PASS):
         return m
     children = dict(m.named_children())
