@@ -295,3 +295,20 @@ def test_matches_captum_lrp(name, bias):
     ref = LRP(ref_net).attribute(x, target=t)
     rule = {"epsilon": at.Epsilon(0.1), "zplus": at.ZPlus(), "gamma": at.Gamma(0.25)}[name]
     torch.testing.assert_close(at.lrp(net, x, t, rule=rule), ref, rtol=1e-7, atol=1e-9)
+
+
+def test_train_mode_dropout2d_drops_whole_channels():
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.Dropout2d(0.5), nn.Flatten(), nn.Linear(96, 2)
+    ).to(DT)
+    x = torch.rand(3, 1, 4, 4, dtype=DT)
+    t = torch.tensor([0, 1, 0])
+    torch.manual_seed(3)
+    r = at.lrp(net, x, t, rule=at.Epsilon(0.0))
+    torch.manual_seed(3)
+    mask = torch.nn.functional.dropout2d(torch.ones(3, 6, 4, 4, dtype=DT), 0.5, True)
+    xr = x.clone().requires_grad_()
+    h = torch.relu(net[0](xr)) * mask
+    (g,) = torch.autograd.grad(net[4](h.flatten(1)).gather(1, t.view(-1, 1)).sum(), xr)
+    torch.testing.assert_close(r, x * g, rtol=1e-9, atol=1e-12)
