@@ -22,8 +22,12 @@ from doublebackprop.robustness.attacks import (
     AttackResult,
     CarliniWagner,
     DeepFool,
+    GaussianSmoothing,
+    HopSkipJump,
     MinimalPGD,
     RandomDirections,
+    Transfer,
+    madry_pgd,
 )
 from doublebackprop.robustness.ensemble import (
     EnsembleResult,
@@ -35,6 +39,7 @@ from doublebackprop.robustness.ensemble import (
     robust_accuracy,
 )
 from doublebackprop.robustness.norms import L2, Linf, Norm
+from doublebackprop.robustness.statistics import DistanceSummary, median_ci, summarize_distances
 
 __all__ = [
     "DDN",
@@ -44,13 +49,17 @@ __all__ = [
     "Attack",
     "AttackResult",
     "CarliniWagner",
+    "DistanceSummary",
     "DeepFool",
     "EnsembleResult",
+    "GaussianSmoothing",
+    "HopSkipJump",
     "Linf",
     "MinimalPGD",
     "Norm",
     "RandomDirections",
     "RobustnessWarning",
+    "Transfer",
     "alignment",
     "alignment_report",
     "bias_term",
@@ -58,8 +67,11 @@ __all__ = [
     "default_attacks",
     "ensemble_attack",
     "linearized_distance",
+    "madry_pgd",
+    "median_ci",
     "minimal_distance",
     "refine_to_boundary",
     "robust_accuracy",
     "saliency",
+    "summarize_distances",
 ]

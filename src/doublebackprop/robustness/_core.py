@@ -125,15 +125,23 @@ def scalar_gradient(
 def class_gradients(model: nn.Module, x: Tensor, classes: Tensor) -> tuple[Tensor, Tensor]:
     """Logits ``(N, m)`` and input gradients of the logits ``classes`` ``(N, K)``: ``(N, K, ...)``.
 
-    One forward/backward of the batch repeated ``K`` times (no per-sample loop).
+    One forward pass of the batch (not repeated per class) and ``K`` backward passes through the
+    same graph, one per column of ``classes``; samples must not interact (eval mode), so the
+    gradient of a column's batch sum is the per-sample gradient. (Measured on a small CNN on one
+    CPU thread this is faster than repeating the batch ``K`` times or batching the ``K``
+    vector-Jacobian products with ``vmap``.)
     """
-    n, k = classes.shape
-    xr = x.unsqueeze(1).expand(n, k, *x.shape[1:]).reshape(n * k, *x.shape[1:])
-    wrapped = _Scalar(model, lambda z: z.gather(1, classes.reshape(-1, 1)).squeeze(1))
-    grad = input_gradient(wrapped, xr, target=0, engine=ENGINE)
-    assert wrapped.logits is not None
-    logits = wrapped.logits.view(n, k, -1)[:, 0]
-    return logits, grad.view(n, k, *x.shape[1:])
+    k = classes.shape[1]
+    xr = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(xr)
+        cols = classes.to(logits.device)
+        grads = []
+        for c in range(k):
+            score = logits.gather(1, cols[:, c : c + 1]).sum()
+            (g,) = torch.autograd.grad(score, xr, retain_graph=c < k - 1)
+            grads.append(g)
+    return logits.detach(), torch.stack(grads, 1)
 
 
 def per_sample_dot(a: Tensor, b: Tensor) -> Tensor:

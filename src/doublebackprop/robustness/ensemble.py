@@ -25,8 +25,10 @@ from doublebackprop.robustness.attacks import (
     AttackResult,
     CarliniWagner,
     DeepFool,
+    HopSkipJump,
     MinimalPGD,
     RandomDirections,
+    Transfer,
 )
 from doublebackprop.robustness.norms import L2, Norm, as_norm
 
@@ -64,19 +66,30 @@ class EnsembleResult:
 
 
 def default_attacks(norm: Norm, *, fast: bool = False) -> list[Attack]:
-    """The default ensemble for ``norm``; ``fast``: fewer iterations (the study's quick mode)."""
+    """The default ensemble for ``norm``; ``fast``: fewer iterations (the study's quick mode).
+
+    L2 includes the decision-based :class:`HopSkipJump` and L∞ the random-direction search: the
+    gradient-free checks against gradient masking.
+
+    Parameters
+    ----------
+    norm : Norm
+    fast : bool
+    """
     if isinstance(norm, L2):
         if fast:
             return [
                 DeepFool(norm=norm, steps=50),
                 DDN(steps=50),
                 RandomDirections(norm=norm, directions=10),
+                HopSkipJump(steps=10, queries=40),
             ]
         return [
             DeepFool(norm=norm),
             DDN(steps=100),
             CarliniWagner(binary_search_steps=5, steps=100),
             RandomDirections(norm=norm),
+            HopSkipJump(),
         ]
     return [
         DeepFool(norm=norm),
@@ -126,6 +139,7 @@ def ensemble_attack(
     attacks: Sequence[Attack] | None = None,
     generator: torch.Generator | None = None,
     refine: bool = True,
+    source: nn.Module | None = None,
 ) -> EnsembleResult:
     """Run several attacks and keep, per sample, the smallest *verified* adversarial distance.
 
@@ -146,6 +160,9 @@ def ensemble_attack(
         Seeds every randomised attack (default: a generator seeded with 0).
     refine : bool
         Bisect each success towards ``x`` along its segment (:func:`refine_to_boundary`).
+    source : nn.Module or None
+        A model to transfer from (e.g. the same network without an input wrapper): adds
+        :class:`Transfer` of the ensemble's first gradient attack from ``source``.
 
     Returns
     -------
@@ -163,6 +180,11 @@ def ensemble_attack(
         raise ValueError(
             f"{where}: every attack must use the norm {nrm!r}, got {[a.name for a in attacks]}"
         )
+    if source is not None:
+        base = next((a for a in attacks if a.uses_gradients), None)
+        if base is None:
+            raise ValueError(f"{where}: source needs a gradient attack in attacks to transfer")
+        attacks.append(Transfer(attack=base, source=source))
     gen = torch.Generator().manual_seed(0) if generator is None else generator
     with evaluation(model):
         if y is None:
@@ -190,12 +212,27 @@ def ensemble_attack(
         beaten = torch.isfinite(f_best) & (f_best < 0.9 * g_best)
         masking = float(beaten.float().mean())
         if masking > 0.05:
+            who = [
+                attacks[i].name
+                for i in free
+                if float((torch.isfinite(dist[i]) & (dist[i] < 0.9 * g_best)).float().mean()) > 0.05
+            ]
             messages.append(
-                f"a gradient-free attack beat the gradient attacks on {masking:.0%} of the "
-                "samples: "
-                "possible gradient masking (gradient-norm training can cause it); distances from "
+                f"attacks that use no gradient of the model ({', '.join(who)}) beat the "
+                f"gradient attacks by more than 10% on {masking:.0%} of the samples: possible "
+                "gradient masking (gradient-norm training can cause it); distances from "
                 "gradient attacks alone would overestimate robustness"
             )
+        broken_free = torch.isfinite(f_best)
+        for i in grad:
+            failed = broken_free & ~torch.isfinite(dist[i])
+            share = float(failed.sum()) / max(int(broken_free.sum()), 1)
+            if share > 0.25:
+                messages.append(
+                    f"{attacks[i].name} failed on {share:.0%} of the samples that attacks using "
+                    "no gradient of the model broke: its gradients are unreliable here "
+                    "(possible gradient masking)"
+                )
     for m in messages:
         warnings.warn(f"{where}: {m}", RobustnessWarning, stacklevel=2)
     return EnsembleResult(

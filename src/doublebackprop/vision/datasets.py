@@ -60,6 +60,27 @@ class ImageData:
                 f"ImageData({self.name}): images must be (N, C, H, W) and labels (N,), got "
                 f"{tuple(self.images.shape)} and {tuple(self.labels.shape)}"
             )
+        if not self.images.is_floating_point():
+            raise ValueError(
+                f"ImageData({self.name}): images must be floating point, got {self.images.dtype}"
+            )
+        if self.labels.dtype != torch.int64:
+            raise ValueError(
+                f"ImageData({self.name}): labels must be int64, got {self.labels.dtype}"
+            )
+        if len(self):
+            lo, hi = float(self.images.min()), float(self.images.max())
+            if not (0.0 <= lo and hi <= 1.0):  # also catches NaN
+                raise ValueError(
+                    f"ImageData({self.name}): pixel values must lie in [0, 1], got [{lo}, {hi}]"
+                )
+            bad = (self.labels < 0) | (self.labels >= len(self.classes))
+            if bad.any():
+                i = int(bad.nonzero()[0, 0])
+                raise ValueError(
+                    f"ImageData({self.name}): label {int(self.labels[i])} of image {i} is outside "
+                    f"[0, {len(self.classes) - 1}] ({len(self.classes)} classes)"
+                )
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

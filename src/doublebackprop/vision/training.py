@@ -24,7 +24,7 @@ from doublebackprop.common.training import (
 from doublebackprop.engine.adjoint import adjoint
 from doublebackprop.engine.objective import objective
 from doublebackprop.engine.penalties import InputGradientPenalty
-from doublebackprop.robustness.attacks import PGD
+from doublebackprop.robustness.attacks import madry_pgd
 from doublebackprop.vision.datasets import ImageData
 
 __all__ = ["TrainConfig", "TrainSummary", "train_model"]
@@ -38,7 +38,11 @@ class TrainConfig:
     """How one model is trained.
 
     ``method``: ``"plain"``, ``"gradient-norm"`` (``λ·‖∇_x ℓ_i‖²`` per sample through
-    ``dbp.objective`` with ``reduction``) or ``"adversarial"`` (PGD, ``epsilon`` in ``adv_norm``).
+    ``dbp.objective`` with ``reduction``) or ``"adversarial"`` (Madry PGD training: every sample of
+    every batch replaced by the last of ``adv_steps`` PGD iterates from a random start in the
+    ``epsilon`` ball of ``adv_norm``, step ``2.5·ε/adv_steps``; see
+    :func:`doublebackprop.robustness.madry_pgd`). Adam with ``lr`` and ``weight_decay``; with
+    ``lr_step`` the rate is multiplied by ``lr_gamma`` every ``lr_step`` epochs.
     """
 
     method: str = "plain"
@@ -51,6 +55,9 @@ class TrainConfig:
     batch_size: int = 100
     lr: float = 1e-3
     seed: int = 0
+    weight_decay: float = 0.0
+    lr_step: int | None = None
+    lr_gamma: float = 0.1
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -67,6 +74,14 @@ class TrainConfig:
             )
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError("TrainConfig: epochs and batch_size must be >= 1 and lr > 0")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"TrainConfig: weight_decay must be >= 0, got {self.weight_decay}")
+        if self.lr_step is not None and self.lr_step < 1:
+            raise ValueError(f"TrainConfig: lr_step must be >= 1 or None, got {self.lr_step}")
+        if not 0 < self.lr_gamma <= 1:
+            raise ValueError(f"TrainConfig: lr_gamma must lie in (0, 1], got {self.lr_gamma}")
+        if self.adv_norm not in (2.0, float("inf")):
+            raise ValueError(f"TrainConfig: adv_norm must be 2 or inf, got {self.adv_norm}")
 
 
 @dataclass(frozen=True)
@@ -95,7 +110,7 @@ def train_model(
     from tqdm.auto import tqdm
 
     start_epoch, t0 = 0, time.perf_counter()
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     if checkpoint is not None and checkpoint.is_file():
         state = load_checkpoint(checkpoint)
         if state.get("config") != config_fingerprint(config):
@@ -114,16 +129,6 @@ def train_model(
         if config.method == "gradient-norm"
         else None
     )
-    attack = (
-        PGD(
-            epsilon=config.epsilon,
-            norm=config.adv_norm,
-            steps=config.adv_steps,
-            rel_step_size=2.5 / config.adv_steps,
-        )
-        if config.method == "adversarial"
-        else None
-    )
     loss = pen = float("nan")
     # the per-epoch seeds of the dropout masks must not leak into the caller's generator
     with distributed_context() as (rank, world), torch.random.fork_rng(devices=[]):
@@ -131,6 +136,9 @@ def train_model(
         net: nn.Module = nn.parallel.DistributedDataParallel(fast) if world > 1 else fast
         n = len(data)
         for epoch in range(start_epoch, config.epochs):
+            decay = 0 if config.lr_step is None else epoch // config.lr_step
+            for group in opt.param_groups:  # a step schedule that needs no state to resume
+                group["lr"] = config.lr * config.lr_gamma**decay
             gen = torch.Generator().manual_seed(config.seed * 1000 + epoch)
             perm = torch.randperm(n, generator=gen)[rank::world]
             torch.manual_seed(config.seed * 1000 + epoch * 10 + rank)  # dropout masks
@@ -144,8 +152,17 @@ def train_model(
             )
             for idx in bar:
                 x, y = data.images[idx], data.labels[idx]
-                if attack is not None:
-                    x = attack(model, x, y, bounds=(0.0, 1.0), generator=gen).adversarial
+                if config.method == "adversarial":  # Madry PGD: every sample perturbed
+                    x = madry_pgd(
+                        model,
+                        x,
+                        y,
+                        epsilon=config.epsilon,
+                        norm=config.adv_norm,
+                        steps=config.adv_steps,
+                        bounds=(0.0, 1.0),
+                        generator=gen,
+                    )
                 opt.zero_grad(set_to_none=True)
                 res = objective(net, x, y, penalty=penalty)
                 res.total.backward()

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 from doublebackprop.robustness._core import (
     batch_view,
-    class_gradients,
     logits_of,
     scalar_gradient,
 )
@@ -28,6 +27,24 @@ from doublebackprop.robustness.norms import (
 __all__ = ["CarliniWagner", "DDN", "DeepFool"]
 
 Tensor = torch.Tensor
+
+
+def _difference_gradients(model, x: Tensor, cand: Tensor) -> tuple[Tensor, Tensor]:
+    """Logits and ``∇_x(z_{cand_k} − z_{cand_0})`` for ``k ≥ 1``: ``(N, K−1, ...)``.
+
+    One forward pass and ``K − 1`` backward passes (one fewer than the ``K`` class gradients).
+    """
+    xr = x.detach().requires_grad_(True)
+    k = cand.shape[1]
+    with torch.enable_grad():
+        logits = model(xr)
+        base = logits.gather(1, cand[:, :1])
+        grads = []
+        for c in range(1, k):
+            score = (logits.gather(1, cand[:, c : c + 1]) - base).sum()
+            (g,) = torch.autograd.grad(score, xr, retain_graph=c < k - 1)
+            grads.append(g)
+    return logits.detach(), torch.stack(grads, 1)
 
 
 class DeepFool(Attack):
@@ -68,14 +85,13 @@ class DeepFool(Attack):
         adv = x.clone()
         active = torch.arange(x.shape[0], device=x.device)
         for _ in range(self.steps):
-            logits, grads = class_gradients(model, adv[active], cand[active])
+            logits, w = _difference_gradients(model, adv[active], cand[active])
             keep = logits.argmax(1) == y[active]
-            active, logits, grads = active[keep], logits[keep], grads[keep]
+            active, logits, w = active[keep], logits[keep], w[keep]
             if active.numel() == 0:
                 break
             z = logits.gather(1, cand[active])
             f = (z[:, 1:] - z[:, :1]).abs()  # (n, k-1)
-            w = grads[:, 1:] - grads[:, :1]
             wn = (
                 w.flatten(2).norm(dim=2) if isinstance(self.norm, L2) else w.flatten(2).abs().sum(2)
             )
