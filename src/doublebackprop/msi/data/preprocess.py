@@ -8,8 +8,9 @@ with :meth:`Pipeline.to_json` and stored beside a dataset processes new data exa
 training data.
 
 Order used by :func:`doublebackprop.msi.data.dataset.load_table` (docs/papers.md): optional baseline /
-smoothing / recalibration on the full range → :class:`TICNormalize` over the *full loaded range*
-→ :class:`Crop` to e.g. 700–2000 → optional :class:`Bin`.
+smoothing / recalibration on the full range → :class:`TICNormalize` over the *full measured range*
+→ :class:`Bin` over e.g. 700–2000 (from the full axis, so no crop cuts the profile at the
+range ends), or :class:`Crop` when the native axis is kept.
 """
 
 from __future__ import annotations
@@ -203,10 +204,8 @@ class Bin(Step):
             self.check_covers(float(mz[0]), float(mz[-1]), "the axis")
         op = self._operator(mz)
         out = np.empty((x.shape[0], op.shape[0]), dtype=x.dtype)
-        rows = max(1, (1 << 21) // max(1, 8 * x.shape[1]))  # ~2 MiB of float64 at a time
-        for s in range(0, x.shape[0], rows):
-            xt = np.ascontiguousarray(x[s : s + rows].T, dtype=np.float64)  # (L, n), in cache
-            out[s : s + rows] = (op @ xt).T
+        for r in range(x.shape[0]):  # one sparse mat-vec per spectrum (in cache, float64)
+            out[r] = op @ x[r]
         return self.centers(), out
 
 
