@@ -222,7 +222,9 @@ def plan_loading(
             )
         steps.append(Crop(lo, hi))
     else:
-        edges = inner_edges(lo, hi, float(bin_width)) if edges is None else edges
+        if edges is None:  # the common range: profile bins inside it, centroid bins over it
+            fit = uniform_edges if kind == "centroid" else inner_edges
+            edges = fit(lo, hi, float(bin_width))
         steps.append(Bin(tuple(edges.tolist()), kind, pad=pad))
     for r in ranges:
         if r.cut or r.padded:

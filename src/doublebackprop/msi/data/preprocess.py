@@ -155,9 +155,9 @@ class Bin(Step):
     :mod:`doublebackprop.msi.data.binning`: ``method="profile"`` integrates the linear profile
     over each bin (divided by the bin width), ``"centroid"`` sums the centroids in each bin.
 
-    The spectra's axis must cover every bin: a bin reaching beyond the first or last point
-    raises :class:`ValueError`, unless ``pad=True``, which leaves the part outside the data at
-    zero (the loader reports which files were padded). ``"mean"`` and ``"sum"`` (stores written
+    For profile data the spectra's axis must cover every bin: a bin reaching beyond the first or
+    last point raises :class:`ValueError`, unless ``pad=True``, which leaves the part outside the
+    data at zero (the loader reports which files were padded). ``"mean"`` and ``"sum"`` (stores written
     by earlier versions) are read as ``"profile"`` and ``"centroid"``.
     """
 
@@ -178,8 +178,11 @@ class Bin(Step):
         return 0.5 * (e[1:] + e[:-1])
 
     def check_covers(self, lo: float, hi: float, what: str = "the spectra") -> None:
-        """Raise unless ``[lo, hi]`` covers every bin (or ``pad``)."""
-        if not self.pad and uncovered_bins(lo, hi, np.asarray(self.edges)).any():
+        """Raise unless ``[lo, hi]`` covers every bin (or ``pad``, or centroid data, whose bins
+        without a centroid are 0 by the rule: nothing is interpolated)."""
+        if self.method == "centroid" or self.pad:
+            return
+        if uncovered_bins(lo, hi, np.asarray(self.edges)).any():
             raise ValueError(
                 f"Bin: the bins span {self.edges[0]:g}–{self.edges[-1]:g} but {what} cover only "
                 f"{lo:g}–{hi:g}; choose a range inside the data or pad with zeros (pad=True)"
