@@ -129,3 +129,19 @@ def test_default_range_user_data_vs_simulated_and_full():
     assert settings_from_args(quick, simulated=True)["mz_range"] == (700.0, 2000.0)
     full = parser.parse_args(["--out", "x", "--full"])
     assert settings_from_args(full, simulated=False)["mz_range"] == (700.0, 2000.0)
+
+
+def test_convert_reports_and_stores_what_the_common_range_cut(tmp_path, capsys):
+    ann = _two_labs(tmp_path)
+    out = tmp_path / "s.h5"
+    code = main(
+        ["msi", "convert", str(tmp_path / "A.imzML"), str(tmp_path / "B.imzML"),
+         "--annotations", str(ann), "--out", str(out), "--bin-width", "1"]
+    )  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "m/z range 700.0000–2000.0000" in printed
+    assert "B.imzML: measured 700.0000–2100.0000; cut 2000.0000–2100.0000" in printed
+    with open_store(out) as s:
+        assert s.shape[1] == 1300
+        assert any(n.startswith("A.imzML: measured 600.0000") for n in s.notes)

@@ -192,3 +192,17 @@ def test_default_range_is_the_datas_own_range(tmp_path):
     t = load_table(ann, bin_width=10.0)
     assert t.mz[0] == 105.0 and t.mz[-1] == 995.0 and t.intensities.shape == (2, 90)
     np.testing.assert_allclose(t.intensities, 1.0, rtol=1e-6)
+
+
+def test_continuous_peak_list_bins_without_data_are_zero(tmp_path):
+    # the axis of a continuous centroid file is the peak list itself: 5 points for 1 Da bins
+    peaks = np.array([712.3, 845.05, 1033.7, 1500.2, 1999.9])
+    spectra = [(peaks, np.array([5.0, 1.0, 2.0, 3.0, 4.0])), (peaks, np.ones(5))]
+    write_pyimzml(tmp_path / "c.imzML", spectra, mode="continuous", spec_type="centroid")
+    ann = write_annotations(tmp_path / "c.csv", {"c.imzML": 2})
+    t = load_table(ann, bin_width=1.0)  # the peak list's own range 712.3-1999.9
+    assert [np.count_nonzero(row) for row in t.intensities] == [5, 5]
+    edges = 712.3 + np.arange(t.intensities.shape[1] + 1)
+    np.testing.assert_allclose(
+        t.intensities[0], _oracle_centroid(peaks, _tic(spectra[0][1]), edges), rtol=1e-6
+    )

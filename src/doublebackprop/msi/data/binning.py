@@ -65,14 +65,20 @@ def bin_weights(
     if mz.size < 2 or not lo < hi:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros(0)
-    # breakpoints: both sorted runs merged (a point equal to an edge gives an empty piece,
-    # whose weight is 0)
-    inner = np.concatenate([mz[(mz > lo) & (mz < hi)], edges[(edges > lo) & (edges < hi)]])
-    br = np.concatenate([[lo], np.sort(inner, kind="stable"), [hi]])
+    # breakpoints: the points and the edges strictly inside (lo, hi), merged (two sorted runs;
+    # a point equal to an edge gives an empty piece, whose weight is 0). Piece p starts at
+    # br[p]; its segment and its bin advance by one at every point / edge passed.
+    pts, eds = mz[(mz > lo) & (mz < hi)], edges[(edges > lo) & (edges < hi)]
+    allv = np.concatenate([pts, eds])
+    order = np.argsort(allv, kind="stable")
+    is_point = order < len(pts)
+    br = np.concatenate([[lo], allv[order], [hi]])
     p, q = br[:-1], br[1:]
-    mid = 0.5 * (p + q)
-    i = np.searchsorted(mz, mid) - 1  # segment [mz[i], mz[i+1]] holding the piece
-    k = np.searchsorted(edges, mid, side="right") - 1
+    i0 = int(np.searchsorted(mz, lo, side="right")) - 1
+    k0 = int(np.searchsorted(edges, lo, side="right")) - 1
+    passed = np.concatenate([[0], np.cumsum(is_point)])
+    i = i0 + passed  # segment [mz[i], mz[i+1]] holding the piece
+    k = k0 + np.arange(len(p)) - passed  # edges passed = breakpoints passed - points passed
     m0, m1 = mz[i], mz[i + 1]
     scale = (q - p) / (2.0 * (m1 - m0) * (edges[k + 1] - edges[k]))
     w_left = scale * (2.0 * m1 - p - q)  # ∫ (m1 - m)/h dm over [p, q], per bin width

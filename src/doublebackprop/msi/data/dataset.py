@@ -1,15 +1,17 @@
 """Annotated spectra as arrays: :class:`SpectraTable` and :func:`load_table`.
 
 ``load_table(annotations.csv)`` reads every annotated pixel of the imzML files named in the
-table, brings all spectra onto one m/z axis, and preprocesses them in the order docs/papers.md fixes:
+table and preprocesses each spectrum on its own points, in the order docs/papers.md fixes:
 
-1. common axis — continuous files sharing one m/z array are used as they are; otherwise every
-   spectrum is resampled onto a reference axis (the first continuous file's, else a uniform grid
-   over the union of the m/z ranges with the first spectrum's median spacing, or a quarter of
-   ``bin_width``): linear interpolation for profile data, nearest-point summation for centroids;
-2. optional user steps (``preprocessing``: baseline, smoothing, recalibration …) on that range;
-3. TIC normalisation over the *full loaded range* (mean intensity 1 per spectrum);
-4. crop to ``mz_range``; 5. optional binning to ``bin_width`` (mean for profile, sum for centroid).
+1. the common m/z range (:mod:`~doublebackprop.msi.data.axis`): the intersection of all files'
+   ranges by default, or a requested range checked against every file (error naming the file,
+   or explicit zero padding), with a per-file report of what was cut;
+2. optional user steps (``preprocessing``: baseline, smoothing, recalibration …);
+3. TIC normalisation over each spectrum's *full measured range* (mean intensity 1);
+4. with ``bin_width``: bins over the common range, each spectrum binned exactly from its own
+   points (:mod:`~doublebackprop.msi.data.binning`: profile integral or centroid sum), so the
+   same spectrum gives the same features in continuous and processed mode; without it, a crop
+   of the native axis, which all files must then share.
 
 The same block-wise engine (:func:`iter_table_blocks`) feeds the on-disk store
 (:mod:`doublebackprop.msi.data.store`), so both give identical numbers.
@@ -220,7 +222,9 @@ def plan_loading(
             )
         steps.append(Crop(lo, hi))
     else:
-        edges = inner_edges(lo, hi, float(bin_width)) if edges is None else edges
+        if edges is None:  # the common range: profile bins inside it, centroid bins over it
+            fit = uniform_edges if kind == "centroid" else inner_edges
+            edges = fit(lo, hi, float(bin_width))
         steps.append(Bin(tuple(edges.tolist()), kind, pad=pad))
     for r in ranges:
         if r.cut or r.padded:

@@ -8,8 +8,9 @@ with :meth:`Pipeline.to_json` and stored beside a dataset processes new data exa
 training data.
 
 Order used by :func:`doublebackprop.msi.data.dataset.load_table` (docs/papers.md): optional baseline /
-smoothing / recalibration on the full range → :class:`TICNormalize` over the *full loaded range*
-→ :class:`Crop` to e.g. 700–2000 → optional :class:`Bin`.
+smoothing / recalibration on the full range → :class:`TICNormalize` over the *full measured range*
+→ :class:`Bin` over e.g. 700–2000 (from the full axis, so no crop cuts the profile at the
+range ends), or :class:`Crop` when the native axis is kept.
 """
 
 from __future__ import annotations
@@ -154,9 +155,9 @@ class Bin(Step):
     :mod:`doublebackprop.msi.data.binning`: ``method="profile"`` integrates the linear profile
     over each bin (divided by the bin width), ``"centroid"`` sums the centroids in each bin.
 
-    The spectra's axis must cover every bin: a bin reaching beyond the first or last point
-    raises :class:`ValueError`, unless ``pad=True``, which leaves the part outside the data at
-    zero (the loader reports which files were padded). ``"mean"`` and ``"sum"`` (stores written
+    For profile data the spectra's axis must cover every bin: a bin reaching beyond the first or
+    last point raises :class:`ValueError`, unless ``pad=True``, which leaves the part outside the
+    data at zero (the loader reports which files were padded). ``"mean"`` and ``"sum"`` (stores written
     by earlier versions) are read as ``"profile"`` and ``"centroid"``.
     """
 
@@ -177,8 +178,11 @@ class Bin(Step):
         return 0.5 * (e[1:] + e[:-1])
 
     def check_covers(self, lo: float, hi: float, what: str = "the spectra") -> None:
-        """Raise unless ``[lo, hi]`` covers every bin (or ``pad``)."""
-        if not self.pad and uncovered_bins(lo, hi, np.asarray(self.edges)).any():
+        """Raise unless ``[lo, hi]`` covers every bin (or ``pad``, or centroid data, whose bins
+        without a centroid are 0 by the rule: nothing is interpolated)."""
+        if self.method == "centroid" or self.pad:
+            return
+        if uncovered_bins(lo, hi, np.asarray(self.edges)).any():
             raise ValueError(
                 f"Bin: the bins span {self.edges[0]:g}–{self.edges[-1]:g} but {what} cover only "
                 f"{lo:g}–{hi:g}; choose a range inside the data or pad with zeros (pad=True)"
@@ -203,10 +207,8 @@ class Bin(Step):
             self.check_covers(float(mz[0]), float(mz[-1]), "the axis")
         op = self._operator(mz)
         out = np.empty((x.shape[0], op.shape[0]), dtype=x.dtype)
-        rows = max(1, (1 << 21) // max(1, 8 * x.shape[1]))  # ~2 MiB of float64 at a time
-        for s in range(0, x.shape[0], rows):
-            xt = np.ascontiguousarray(x[s : s + rows].T, dtype=np.float64)  # (L, n), in cache
-            out[s : s + rows] = (op @ xt).T
+        for r in range(x.shape[0]):  # one sparse mat-vec per spectrum (in cache, float64)
+            out[r] = op @ x[r]
         return self.centers(), out
 
 

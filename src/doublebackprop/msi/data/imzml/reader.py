@@ -235,7 +235,7 @@ class ImzMLReader:
             raise ValueError(
                 f"{self._where(int(index[rows[0]]))}: {kind} intensities "
                 f"({int(bad.sum())} values in {len(rows)} spectra of this block); "
-                "pass repair=True to set them to zero"
+                "pass repair=True (--repair) to set them to zero"
             )
         values = np.where(bad, 0, values)
         self.repairs["invalid_intensity_values"] += int(bad.sum())
@@ -379,14 +379,9 @@ class ImzMLReader:
         """Counts of NaN, infinite, negative and zero intensities over the whole file (read in
         windows; no repair, no error)."""
         counts = dict.fromkeys(("values", "nan", "inf", "negative", "zero"), 0)
-        for i in range(self.n_spectra):
-            n = int(self._int_len[i])
-            if not n:
-                continue
-            v = self._array(
-                int(self._int_off[i]), n, int(self._int_enc[i]), self.intensity_dtype, i
-            )
-            counts["values"] += n
+        for i, (off, n, enc) in enumerate(zip(self._int_off, self._int_len, self._int_enc)):
+            v = self._array(int(off), int(n), int(enc), self.intensity_dtype, i)
+            counts["values"] += int(n)
             if v.dtype.kind == "f":
                 counts["nan"] += int(np.isnan(v).sum())
                 counts["inf"] += int(np.isinf(v).sum())
