@@ -89,6 +89,18 @@ def bin_weights(
 def bin_spectrum(mz: np.ndarray, values: np.ndarray, edges: np.ndarray, kind: str) -> np.ndarray:
     """One spectrum binned by the rule of ``kind``; (K,) float64.
 
+    Parameters
+    ----------
+    mz : ndarray
+        ``(M,)`` increasing m/z of the spectrum's points.
+    values : ndarray
+        ``(M,)`` intensities.
+    edges : ndarray
+        ``(K + 1,)`` bin edges.
+    kind : {"profile", "centroid"}
+        The rule: the integral of the linear profile over each bin divided by its width, or the sum
+        of the centroids in each bin.
+
     Examples
     --------
     >>> bin_spectrum(np.array([0.0, 2.0]), np.array([0.0, 2.0]), np.array([0.0, 1.0, 2.0]),

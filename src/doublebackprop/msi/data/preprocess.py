@@ -71,9 +71,11 @@ class Step:
         return self.apply(mz, x)
 
     def apply(self, mz: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The step on a block: axis ``mz`` ``(L,)`` and spectra ``x`` ``(N, L)`` → ``(mz', x')``."""
         raise NotImplementedError
 
     def to_dict(self) -> dict[str, Any]:
+        """The step as JSON-ready data: its class name and every field."""
         d = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(self).items()}
         return {"step": type(self).__name__, **d}
 
@@ -174,6 +176,7 @@ class Bin(Step):
             raise ValueError("Bin: needs at least two strictly increasing edges")
 
     def centers(self) -> np.ndarray:
+        """``(K,)`` bin centres: the output axis."""
         e = np.asarray(self.edges)
         return 0.5 * (e[1:] + e[:-1])
 
@@ -365,10 +368,12 @@ class Pipeline:
         return mz, x
 
     def to_json(self) -> str:
+        """The steps as JSON (see :meth:`from_json`)."""
         return json.dumps([s.to_dict() for s in self.steps])
 
     @classmethod
     def from_json(cls, text: str) -> Pipeline:
+        """The pipeline :meth:`to_json` wrote; unknown steps are an error."""
         steps: list[Step] = []
         for d in json.loads(text):
             d = dict(d)

@@ -57,6 +57,17 @@ def build_store(
     written to a temporary file in the same folder and renamed onto ``out`` only when complete:
     a failure leaves an existing ``out`` untouched and no partial file behind.
 
+    Parameters
+    ----------
+    plan : LoadPlan
+    out : str or Path
+        The ``.h5`` store.
+    chunk_rows : int, default 64
+        HDF5 chunk height (spectra).
+    block_size : int, default 1024
+    progress : callable or None
+        ``progress(n)`` after every block of ``n`` spectra.
+
     Examples
     --------
     >>> plan = plan_loading("cohort/annotations.csv", bin_width=0.5)  # doctest: +SKIP
@@ -205,6 +216,7 @@ class SpectraStore:
         )
 
     def close(self) -> None:
+        """Close the HDF5 file."""
         self._h5.close()
 
     def __enter__(self) -> SpectraStore:

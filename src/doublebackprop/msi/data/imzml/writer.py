@@ -283,6 +283,20 @@ def write_imzml(
 ) -> Path:
     """Write spectra held in memory to an imzML/ibd pair.
 
+    Parameters
+    ----------
+    path : str or Path
+        The ``.imzML`` to write (the ``.ibd`` beside it).
+    mz, intensities, coordinates
+        See *Shapes*.
+    mode : {"continuous", "processed"}
+    mz_dtype, intensity_dtype : numpy dtype
+        Stored precisions (32/64-bit floats; integers for intensities).
+    spectrum_type : {"profile", "centroid"}
+    pixel_size_um : float or None
+    uuid : str or None
+        The file's UUID (default: a new random one).
+
     Shapes
     ------
     continuous: ``mz`` (L,), ``intensities`` (N, L); processed: ``mz`` and ``intensities`` are
