@@ -1,5 +1,6 @@
-"""The HTML reports are pages people open: render each in headless Chromium and check that every
-image decodes, nothing overflows the page width and the console shows no errors.
+"""The HTML reports (inter-lab experiment, typed slides, image study) are pages people open:
+render each in headless Chromium and check that every image decodes, nothing overflows the page
+width and the console shows no errors.
 
 Slow (``make test-slow`` installs Debian's chromium for it through scripts/install_browser.sh)."""
 
@@ -141,8 +142,45 @@ def reports(tmp_path_factory) -> list[Path]:
         )
         == 0
     )
-    pages = [root / "interlab" / "report.html", *sorted((root / "typed").glob("*.html"))]
-    assert len(pages) == 3
+    from tests.vision.test_vision import fake_fashion
+
+    images = fake_fashion(root / "fm")
+    assert (
+        main(
+            [
+                "robustness",
+                "--dataset",
+                "fashion-mnist",
+                "--data-dir",
+                str(images),
+                "--quick",
+                "--out",
+                str(root / "study"),
+                "--width",
+                "0.25",
+                "--epochs",
+                "1",
+                "--train-size",
+                "300",
+                "--attack-size",
+                "12",
+                "--lambdas",
+                "0,1",
+                "--adv-epsilon",
+                "1",
+                "--seeds",
+                "0,1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    pages = [
+        root / "interlab" / "report.html",
+        *sorted((root / "typed").glob("*.html")),
+        root / "study" / "report.html",
+    ]
+    assert len(pages) == 4 and all(p.is_file() for p in pages)
     return pages
 
 
