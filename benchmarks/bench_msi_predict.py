@@ -64,7 +64,8 @@ def main() -> None:
     ap.add_argument("--child", nargs=3, metavar=("MODEL", "SLIDE", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        _child(*args.child, args.block)
+        model, slide, out = args.child
+        _child(model, slide, out, args.block)
         return
     from doublebackprop.cli import main as cli
 

@@ -31,7 +31,7 @@ def _check_bilinear(module: nn.Module, x: torch.Tensor) -> None:
     z = op.apply(theta, xp)
     # K agrees with the module's own forward (without bias)
     bias = module.bias
-    module.bias = None
+    module.bias = None  # type: ignore[assignment]
     assert torch.allclose(z, module(x), rtol=1e-12, atol=1e-12)
     module.bias = bias
     y = torch.randn_like(z)

@@ -140,7 +140,7 @@ def test_out_of_bounds_and_labels_rejected(digits_net, digits):
     with pytest.raises(TypeError, match="final"):
 
         class Bad(rb.Attack):
-            def __call__(self, *a):  # noqa: D401
+            def __call__(self, *a):  # type: ignore[override]
                 return None
 
             def run(self, model, x, y, bounds, generator):

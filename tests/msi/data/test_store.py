@@ -48,7 +48,7 @@ def test_dataset_items_and_pickling(tiny_cohort, tmp_path):
         assert int(y) == s.classes.index(s.label[2])
     ds2 = pickle.loads(pickle.dumps(ds))
     assert torch.equal(ds2[1][0], ds[1][0])
-    loader = torch.utils.data.DataLoader(ds, batch_size=2)
+    loader: torch.utils.data.DataLoader = torch.utils.data.DataLoader(ds, batch_size=2)
     xb, yb = next(iter(loader))
     assert xb.shape == (2, 1300)
 

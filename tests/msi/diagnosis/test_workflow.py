@@ -96,6 +96,7 @@ def test_probabilities_and_relevance_equal_an_explicit_computation(two_labs, bun
     k = p.argmax(1)
     (g,) = torch.autograd.grad(logits.gather(1, torch.from_numpy(k)[:, None]).sum(), x)
     r = (x * g).detach().numpy()
+    assert pred.relevance is not None
     order_a = np.lexsort(pred.features.T)
     order_b = np.lexsort(table.intensities[sel].T)
     np.testing.assert_allclose(pred.relevance[order_a], r[order_b], rtol=1e-3, atol=1e-5)

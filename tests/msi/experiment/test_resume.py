@@ -50,7 +50,12 @@ def test_killed_run_resumes_without_retraining_finished_jobs(tmp_path, monkeypat
     assert finished > 0
     calls = []
     real = jobs_module._execute
-    monkeypatch.setattr(jobs_module, "_execute", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(jobs_module, "_execute", counting)
     resumed = _run(tmp_path)
     assert resumed == whole
     assert len(calls) + finished == len(list(tmp_path.glob("*.pt")))  # only the rest trained
