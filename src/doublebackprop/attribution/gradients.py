@@ -46,7 +46,17 @@ class _Head(nn.Module):
 
 def resolve_target(model: nn.Module, x: Tensor, target: Target, where: str) -> Tensor | int:
     """The class indices ``target`` stands for: ``"predicted"``/None are resolved once, on the
-    unperturbed input, with gradients off; ints and tensors pass through."""
+    unperturbed input, with gradients off; ints and tensors pass through.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    x : Tensor
+        ``(N, ...)``.
+    target : Tensor ``(N,)``, int, "predicted" or None
+    where : str
+        The calling function, named in errors.
+    """
     if target is None or (isinstance(target, str) and target == "predicted"):
         with torch.no_grad():
             return model(x.detach()).argmax(1)
@@ -118,6 +128,13 @@ def gradient_x_input(
 
     The relevance that Deep Relevance Regularization penalises; ``create_graph`` and ``engine``
     as in :func:`gradient`.
+
+    Parameters
+    ----------
+    model, x, target
+        As in :func:`gradient`.
+    create_graph : bool
+    engine : str, default "autograd"
     """
     return x * gradient(model, x, target, create_graph=create_graph, engine=engine)
 
@@ -139,6 +156,18 @@ def integrated_gradients(
     the quadrature error. All points go through the network in one batch of ``N·steps``.
 
     Shapes: ``x`` ``(N, ...)``; ``baseline`` a number or broadcastable to ``x``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    x : Tensor
+        ``(N, ...)``.
+    target : Tensor ``(N,)``, int, "predicted" or None
+    baseline : Tensor or float, default 0
+    steps : int, default 50
+        Quadrature points.
+    method : {"gausslegendre", "trapezoid"}
+    create_graph : bool
     """
     where = "integrated_gradients"
     check_model(model, where)
@@ -178,6 +207,18 @@ def smoothgrad(
     """SmoothGrad (Smilkov et al. 2017): the mean logit gradient at ``x + N(0, σ²)``.
 
     ``sigma`` is absolute (input units); the noise comes from ``generator`` (default: seeded 0).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    x : Tensor
+        ``(N, ...)``.
+    target : Tensor ``(N,)``, int, "predicted" or None
+    samples : int, default 25
+        Noisy copies per input.
+    sigma : float, default 0.15
+    generator : torch.Generator or None
+    create_graph : bool
     """
     where = "smoothgrad"
     check_model(model, where)

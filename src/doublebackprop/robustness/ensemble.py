@@ -105,6 +105,18 @@ def refine_to_boundary(
 
     Every point on the segment lies inside the bounds (they are convex); the returned points are
     verified adversarial, so distances can only decrease.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    x : Tensor
+        ``(N, ...)`` clean inputs.
+    result : AttackResult
+    y : Tensor
+        ``(N,)`` labels.
+    norm : Norm
+    steps : int, default 10
+        Bisection steps.
     """
     adv = result.adversarial
     ok = result.success & (result.distance > 0)
@@ -274,6 +286,19 @@ def minimal_distance(
     ``inf`` where no attack found a verified adversarial; ``0`` where ``x`` is already
     misclassified. See :func:`ensemble_attack` for the arguments.
 
+    Parameters
+    ----------
+    model : torch.nn.Module
+    x : Tensor
+        ``(N, ...)``.
+    y : Tensor or None
+        ``(N,)`` labels (None: the predicted class).
+    bounds : (float, float)
+    norm : Norm or float
+    attacks : sequence of Attack or None
+        Default: :func:`default_attacks` for the norm.
+    generator : torch.Generator or None
+
     Examples
     --------
     >>> net = torch.nn.Linear(4, 3)
@@ -301,6 +326,19 @@ def robust_accuracy(
     A sample counts as robust at ``ε`` if it is classified correctly and no attack in the ensemble
     found a verified adversarial within distance ``ε``; the curve is non-increasing in ``ε`` by
     construction, and at ``ε = 0`` it is the clean accuracy.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    x : Tensor
+        ``(N, ...)``.
+    y : Tensor
+        ``(N,)`` labels.
+    epsilons : sequence of float
+    bounds : (float, float)
+    norm : Norm or float
+    attacks : sequence of Attack or None
+    generator : torch.Generator or None
     """
     where = "robust_accuracy"
     eps = torch.as_tensor(list(epsilons), dtype=torch.float64)

@@ -38,6 +38,7 @@ def _adv_epsilons(text: str) -> tuple[float, ...]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``robustness`` (the image study) to the ``doublebackprop`` sub-commands."""
     p = subparsers.add_parser(
         "robustness",
         help="image study: robustness (gradient-norm / adversarial training) vs saliency alignment",

@@ -86,6 +86,7 @@ class ImageData:
         return int(self.labels.shape[0])
 
     def subset(self, index: Tensor) -> ImageData:
+        """The images and labels at ``index``."""
         return ImageData(self.images[index], self.labels[index], self.classes, self.name)
 
 

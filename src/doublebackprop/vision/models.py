@@ -16,6 +16,15 @@ class SmallCNN(nn.Sequential):
 
     Shapes: input ``(N, in_channels, H, W)`` with ``H, W`` divisible by 8 after flooring → logits
     ``(N, classes)``.
+
+    Parameters
+    ----------
+    in_channels, classes : int
+    size : int
+        Image side (28 for MNIST).
+    width : float
+        Channel-width multiplier.
+    dropout : float
     """
 
     def __init__(
@@ -73,6 +82,14 @@ class SmallResNet(nn.Module):
     """A three-stage ResNet (basic blocks, BatchNorm), widths ``16·w, 32·w, 64·w``.
 
     Shapes: ``(N, in_channels, H, W)`` → ``(N, classes)``.
+
+    Parameters
+    ----------
+    in_channels, classes : int
+    width : float
+        Channel-width multiplier.
+    blocks : int
+        Basic blocks per stage.
     """
 
     def __init__(
@@ -103,7 +120,16 @@ MODELS = ("small-cnn", "resnet")
 def build_model(
     name: str, *, in_channels: int = 1, classes: int = 10, width: float = 1.0
 ) -> nn.Module:
-    """The CLI's registry: ``"small-cnn"`` or ``"resnet"``."""
+    """The CLI's registry: ``"small-cnn"`` or ``"resnet"``.
+
+    Parameters
+    ----------
+    name : {"small-cnn", "resnet"}
+    in_channels : int
+    classes : int
+    width : float
+        Channel-width multiplier.
+    """
     if name == "small-cnn":
         return SmallCNN(in_channels=in_channels, classes=classes, width=width)
     if name == "resnet":

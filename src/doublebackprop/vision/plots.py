@@ -131,6 +131,14 @@ def plot_saliency_grid(
     Every saliency map is divided by its own L2 norm (so models with tiny gradients stay
     visible) and all panels share one symmetric scale ``±v``; returns ``v``. Each panel is
     titled with the model's predicted class.
+
+    Parameters
+    ----------
+    saliencies : list of (name, saliency (N, C, H, W), predicted class (N,))
+    images : ndarray
+        ``(N, C, H, W)`` the inputs.
+    path : Path
+    classes : tuple of str
     """
     plt = pyplot()
     rows, cols = len(saliencies) + 1, images.shape[0]

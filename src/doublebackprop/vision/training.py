@@ -106,6 +106,17 @@ def train_model(
 
     Under ``torchrun`` each process takes a shard of every epoch's permutation and gradients are
     averaged by DDP; only rank 0 writes the checkpoint.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    data : ImageData
+    config : TrainConfig
+    checkpoint : Path or None
+    progress : bool
+        Draw a tqdm bar.
+    desc : str
+        The bar's label.
     """
     from tqdm.auto import tqdm
 

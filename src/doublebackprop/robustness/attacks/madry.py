@@ -38,6 +38,16 @@ def random_start(
     """A random perturbation inside the ``eps`` ball ``(N,)`` and the box, drawn from ``generator``.
 
     L∞: uniform in the cube; L2: a uniform direction times a radius uniform in ``[0, eps]``.
+
+    Parameters
+    ----------
+    x : Tensor
+        ``(N, ...)`` clean inputs.
+    eps : Tensor
+        ``(N,)`` radii.
+    norm : Norm
+    bounds : (float, float)
+    generator : torch.Generator
     """
     lo, hi = bounds
     if isinstance(norm, Linf):
