@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -178,7 +179,9 @@ class Sweeps(Engine):
         sweeps = ["B1", "F2"]
         if not penalty.linear_in_logits:
             ebar = e_bar_top.reshape(rows, n, -1)[0]
-            _, head = torch.func.jvp(lambda z: penalty.seeds(z, y)[0], (logits.detach(),), (ebar,))
+            _, head = torch.func.jvp(  # type: ignore[misc]  # the stub's return type is loose
+                lambda z: penalty.seeds(z, y)[0], (logits.detach(),), (ebar,)
+            )
             zetas[len(nodes)] = head
         if zetas:
             self._backward2(nodes, zetas, rows, param_grads, ops)
@@ -205,7 +208,7 @@ class Sweeps(Engine):
                 node.z = h.detach()
                 h = node.op.phi(h)
             elif node.kind == "maxpool":
-                m = node.module
+                m: Any = node.module  # a MaxPool1d/2d: its settings, not `Tensor | Module`
                 pool = F.max_pool1d if isinstance(m, nn.MaxPool1d) else F.max_pool2d
                 with torch.no_grad():
                     out, idx = pool(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,7 @@ def landscape_figure(
             batch_sizes=BATCH_SIZES,
             t=t,
             generator=torch.Generator().manual_seed(seed + 1),
-            progress=None if progress is None else (lambda msg, n=name: progress(f"{n}: {msg}")),
+            progress=None if progress is None else partial(_prefixed, progress, name),
         )
         summary["nets"][name] = {
             str(s.batch_size): {"max_jump": s.max_jump, "refinement_ratio": s.refinement_ratio}
@@ -95,3 +96,7 @@ def landscape_figure(
     plt.close(fig)
     (out / "landscape.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _prefixed(progress: Callable[[str], None], name: str, msg: str) -> None:
+    progress(f"{name}: {msg}")

@@ -21,6 +21,7 @@ import math
 import platform
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -196,7 +197,7 @@ def train_typer(
                 y[train],
                 config=replace(cfg, l1=float(lam), l2=float(lam)),
                 num_classes=k,
-                callback=lambda st, n, name=name: report(name),
+                callback=partial(_epoch_done, report, name),
                 checkpoint=ckpt,
             )
             pred = predict_logits(net, x[held]).argmax(1).numpy()
@@ -242,6 +243,10 @@ def train_typer(
         provenance=prov,
     )
     return TrainedTyper(bundle, scores, chosen, y[held], logits)
+
+
+def _epoch_done(report: Callable[[str], None], name: str, stats: object, total: int) -> None:
+    report(name)
 
 
 def _cross_fitted_ece(

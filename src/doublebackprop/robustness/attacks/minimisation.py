@@ -219,10 +219,11 @@ class CarliniWagner(Attack):
             for t in range(1, self.steps + 1):
                 w = w0 + m
                 adv = to_x(w)
-                c = const
-                logits, g = scalar_gradient(
-                    model, adv, lambda z, c=c: c * (_margin(z, y) + self.confidence).clamp_min(0)
-                )
+
+                def hinge(z: Tensor, c: Tensor = const) -> Tensor:
+                    return c * (_margin(z, y) + self.confidence).clamp_min(0)
+
+                logits, g = scalar_gradient(model, adv, hinge)
                 is_adv = logits.argmax(1) != y
                 norm = self.norm(adv - x)
                 better = is_adv & (norm < best_norm)
