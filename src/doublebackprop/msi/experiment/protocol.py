@@ -10,7 +10,7 @@ explicit and recorded: ``"target"`` (the paper's choice: target-lab spots of hel
 it peeks at the target lab) or ``"source"`` (strict: source-lab spots only). An intra-lab run
 (train and test in one lab, patient-disjoint) gives the contrast a confounded model shows.
 
-The work is a list of independent training jobs (:mod:`._jobs`); with ``workers > 1`` they run
+The work is a list of independent training jobs (:mod:`.jobs`); with ``workers > 1`` they run
 in separate processes with one thread each, which on a small CPU beats one process with
 several threads for networks of this size.
 """
