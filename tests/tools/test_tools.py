@@ -46,7 +46,7 @@ def test_benchmark_critic_case():
     case = bench.BenchCase(
         "critic", lambda: zoo.dcgan_discriminator(1, 2), (2, 1, 64, 64), 0, False
     )
-    messages = []
+    messages: list[str] = []
     rows = bench.run_benchmark([case], repeats=1, warmup=0, progress=messages.append)
     assert {(r.penalty, r.engine) for r in rows} == {
         ("plain", "plain"),
