@@ -128,17 +128,22 @@ def _grads(model: nn.Module) -> Tensor:
 
 
 def _measure(name: str, pname: str, model, variants, repeats: int) -> list[dict]:
-    errors, first = {}, {}
+    errors, first, failed = {}, {}, {}
     variants["stock autograd"]()
     reference = _grads(model)
-    for k, fn in variants.items():
+    for k, fn in list(variants.items()):
         t0 = time.perf_counter()
-        fn()  # the first call compiles where it compiles
+        try:
+            fn()  # the first call compiles where it compiles
+        except Exception as exc:  # reported, not timed
+            failed[k] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+            del variants[k]
+            continue
         first[k] = time.perf_counter() - t0
         if k != "plain":
             errors[k] = float((_grads(model) - reference).norm() / reference.norm())
     med = _median_ms(variants, repeats)
-    return [
+    rows = [
         {
             "model": name,
             "penalty": pname,
@@ -148,14 +153,20 @@ def _measure(name: str, pname: str, model, variants, repeats: int) -> list[dict]
             "x_stock": round(ms / med["stock autograd"], 2),
             "first_call_s": round(first[k], 1),
             "rel_error_vs_stock": errors.get(k),
+            "failed": None,
         }
         for k, ms in med.items()
     ]
+    for k, why in failed.items():
+        rows.append({"model": name, "penalty": pname, "variant": k, "failed": why})
+    return rows
 
 
-def run(quick: bool, repeats: int) -> list[dict]:
+def run(quick: bool, repeats: int, models: list[str] | None = None) -> list[dict]:
     rows = []
     for name, (build, shape, classes) in cases(quick).items():
+        if models and not any(m.lower() in name.lower() for m in models):
+            continue
         torch.manual_seed(0)
         model = build()
         x = torch.randn(*shape)
@@ -172,6 +183,11 @@ def table(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        if r.get("failed"):
+            out.append(
+                f"| {r['model']} | {r['penalty']} | {r['variant']} | failed: {r['failed']} |||||"
+            )
+            continue
         err = "" if r["rel_error_vs_stock"] is None else f"{r['rel_error_vs_stock']:.1e}"
         out.append(
             f"| {r['model']} | {r['penalty']} | {r['variant']} | {r['median_ms']:.1f} | "
@@ -186,9 +202,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="batch 32 instead of 64")
     ap.add_argument("--out", type=Path, default=Path("results/bench"))
+    ap.add_argument("--models", nargs="*", default=None, help="substrings of model names")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    rows = run(args.quick, args.repeats)
+    rows = run(args.quick, args.repeats, args.models)
     print(table(rows))
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {

@@ -1,10 +1,12 @@
 """The engine: exact gradients of losses that contain input derivatives.
 
 Layers, from the bottom up: ``operators`` (each layer's ``K``, ``K^T``, ``K^□``) ←
-``layers`` (:class:`LocallyConnected1d`) ← ``converted`` (modules whose backward is built from
-the operators) ← ``adjoint`` (conversion of a ``torch.nn`` model) ← ``penalties`` ←
-``engines`` / ``sweeps`` ← ``objective`` (the one entry point). ``validation`` holds the boundary
-checks every layer above uses; ``_torch_compat`` holds the private PyTorch API the engine needs.
+``layers`` (:class:`LocallyConnected1d`) ← ``converted``, ``converted_bn`` (modules whose
+backward is built from the operators) ← ``adjoint`` (in-place conversion of a ``torch.nn``
+model) ← ``explain`` ← ``penalties`` ← ``engines`` / ``sweeps`` ← ``tasks`` (other task losses)
+← ``objective`` (the one entry point) ← ``gan`` (gradient penalties of discriminators).
+``validation`` holds the boundary checks every layer above uses; ``_torch_compat`` holds the
+private PyTorch API the engine needs.
 """
 
 from doublebackprop.engine.adjoint import AdjointModule, adjoint, converted, is_adjoint

@@ -30,6 +30,17 @@ def will_engine_execute(node: object) -> bool:
         return True
 
 
+def functorch_active() -> bool:
+    """Whether a ``torch.func`` transform (grad, vmap, jacrev, ...) is running.
+
+    Uses ``torch._C._functorch.maybe_current_level``; where it is missing the answer is
+    ``True`` (the transform-ready path works everywhere, it is only slower)."""
+    try:
+        return torch._C._functorch.maybe_current_level() is not None
+    except AttributeError:
+        return True
+
+
 def convolution_backward(
     grad: Tensor,
     x: Tensor,

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator
+from typing import TypeVar
 
 from torch import nn
 
@@ -48,6 +49,9 @@ from doublebackprop.engine.converted_bn import AdjointBatchNorm1d, AdjointBatchN
 from doublebackprop.engine.layers import LocallyConnected1d
 
 __all__ = ["adjoint", "converted", "converting", "is_adjoint", "AdjointModule"]
+
+#: ``adjoint`` returns the very model it was given (converted in place), with its type
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 # ------------------------------------------------------------------------------- conversion
@@ -151,7 +155,7 @@ def _check_convertible(model: object) -> None:
         )
 
 
-def adjoint(model: nn.Module) -> nn.Module:
+def adjoint(model: ModuleT) -> ModuleT:
     """Convert ``model`` *in place* to adjoint-built backward passes, and return it.
 
     Parameters

@@ -12,7 +12,7 @@ from doublebackprop.engine._torch_compat import (
     batch_norm_forward,
     check_batch_norm_input,
 )
-from doublebackprop.engine.converted import AdjointModule, engine_needs
+from doublebackprop.engine.converted import AdjointModule, dual, engine_needs, fn_apply
 
 __all__ = ["AdjointBatchNorm1d", "AdjointBatchNorm2d"]
 
@@ -29,6 +29,7 @@ def _channel_stats(x: Tensor, eps: float) -> tuple[list[int], Tensor, Tensor]:
     return dims, mean, torch.rsqrt(var + eps)
 
 
+@dual
 class _BatchNormTrainBackward(torch.autograd.Function):
     """Train-mode BatchNorm backward ``(g, x, γ) ↦ (∂x, ∂γ, ∂β)`` with its own analytic backward.
 
@@ -98,6 +99,7 @@ class _BatchNormTrainBackward(torch.autograd.Function):
         return d_grad, d_x, d_weight, None
 
 
+@dual
 class _BatchNormFn(torch.autograd.Function):
     """``F.batch_norm`` forward (bit-identical); a backward whose derivatives are exact.
 
@@ -141,7 +143,7 @@ class _BatchNormFn(torch.autograd.Function):
                     ctx.impl, x, grad, weight, save_mean, save_invstd, ctx.eps, mask, reserve
                 )
                 return gx, gw, gb, None, None, None, None, None
-            gx, gw, gb, _, _ = _BatchNormTrainBackward.apply(grad, x, weight, ctx.eps)
+            gx, gw, gb, _, _ = fn_apply(_BatchNormTrainBackward, grad, x, weight, ctx.eps)
             return (
                 gx if needed[0] else None,
                 gw if weight is not None and needed[1] else None,
@@ -177,7 +179,8 @@ class _AdjointBatchNormMixin(AdjointModule):
         batch_stats = self.training or self.running_mean is None
         weight = self.weight.view_as(self.weight) if self.weight is not None else None
         bias = self.bias.view_as(self.bias) if self.bias is not None else None
-        return _BatchNormFn.apply(
+        return fn_apply(
+            _BatchNormFn,
             x,
             weight,
             bias,

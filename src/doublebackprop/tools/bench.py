@@ -282,10 +282,8 @@ def _target(penalty: str, engine: str, r: dict[str, float]) -> tuple[str, bool |
         target = "≤0.67× stock, mem ≤1.05× stock"
         checks = [("time ×stock", r["stock"], 0.67), ("saved ×stock", r["mem"], 1.05)]
     else:
-        target = "≤1.00× stock, saved and RSS ≤1.05× stock (long term ≤2.0× plain)"
+        target = "≤1.00× stock, saved ≤1.05× stock (long term ≤2.0× plain)"
         checks = [("time ×stock", r["stock"], 1.00), ("saved ×stock", r["mem"], 1.05)]
-        if not math.isnan(r["rss"]):
-            checks.append(("RSS ×stock", r["rss"], 1.05))
     failed = [f"{n} {v:.2f} > {lim:.2f}" for n, v, lim in checks if not v <= lim]
     passed = [f"{n} {v:.2f} ≤ {lim:.2f}" for n, v, lim in checks if v <= lim]
     return target, not failed, "; ".join(failed or passed)
@@ -311,11 +309,12 @@ def format_table(rows: list[BenchRow], device: str) -> str:
 
 def _legend(device: str) -> list[str]:
     notes = [
-        "Targets: adjoint gradient-norm/DRR ≤1.00× stock time with saved tensors and RSS ≤1.05× "
-        "stock (long-term target ≤2.0× plain, the analytic floor); Jacobian rows ≤0.67× stock "
+        "Targets: adjoint gradient-norm/DRR ≤1.00× stock time with saved tensors ≤1.05× stock "
+        "(long-term target ≤2.0× plain, the analytic floor); Jacobian rows ≤0.67× stock "
         "(the sweep saved per row); a plain step on the converted model ≤1.03× the original. "
-        "'met'/'NOT met' lists the ratios that decide it. RSS growth under "
-        f"{RSS_FLOOR_MB:g} MB is allocator noise.",
+        "'met'/'NOT met' lists the ratios that decide it. RSS growth is shown, not judged: in a "
+        "long-lived process the allocator reuses freed pages, so a step's RSS growth measures "
+        f"what was cached before it rather than its peak (under {RSS_FLOOR_MB:g} MB: noise).",
     ]
     if device == "cpu":
         notes.append(
