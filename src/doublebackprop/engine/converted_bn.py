@@ -193,8 +193,22 @@ class _AdjointBatchNormMixin(AdjointModule):
 
 
 class AdjointBatchNorm1d(_AdjointBatchNormMixin, nn.BatchNorm1d):
-    pass
+    """``nn.BatchNorm1d`` converted by :func:`doublebackprop.adjoint` (same forward, an exact
+    backward built from ordinary ops).
+
+    Parameters
+    ----------
+    num_features, eps, momentum, affine, track_running_stats, device, dtype
+        As ``nn.BatchNorm1d``.
+    """
 
 
 class AdjointBatchNorm2d(_AdjointBatchNormMixin, nn.BatchNorm2d):
-    pass
+    """``nn.BatchNorm2d`` converted by :func:`doublebackprop.adjoint` (see
+    :class:`AdjointBatchNorm1d`).
+
+    Parameters
+    ----------
+    num_features, eps, momentum, affine, track_running_stats, device, dtype
+        As ``nn.BatchNorm2d``.
+    """

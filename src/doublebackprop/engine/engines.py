@@ -38,6 +38,19 @@ def vjp_rows(
     Several rows go through one batched backward (``is_grads_batched``) where autograd allows it
     (and ``batched``), else through a loop of backward calls. ``batched=None`` batches on CUDA
     only: on the CPU the vmapped backward measured slower than the loop (``doublebackprop bench``).
+
+    Parameters
+    ----------
+    logits : Tensor
+        ``(N, m)``, a function of ``x``.
+    x : Tensor
+        The input the gradients are taken with respect to.
+    seeds : Tensor
+        ``(R, N, m)`` cotangents.
+    create_graph : bool
+        Keep the graph (double backprop).
+    batched : bool or None
+        One batched backward for all rows (None: on CUDA only).
     """
     if batched is None:
         batched = x.is_cuda

@@ -90,6 +90,7 @@ class LocallyConnected1d(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Uniform ``±1/√(C_in·k)`` initialisation of weights and bias, as ``nn.Conv1d``."""
         fan_in = self.in_channels * self.kernel_size
         bound = 1.0 / math.sqrt(fan_in)
         nn.init.uniform_(self.weight, -bound, bound)

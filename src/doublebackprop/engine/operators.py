@@ -139,7 +139,16 @@ def conv_operator(
 
 
 def locally_connected(w: Tensor, x: Tensor, padding: int, stride: int) -> Tensor:
-    """``K(θ, x)`` of a locally connected layer (:class:`~doublebackprop.LocallyConnected1d`); ``w`` is ``(L_out, C_out, C_in, k)``."""
+    """``K(θ, x)`` of a locally connected layer (:class:`~doublebackprop.LocallyConnected1d`); ``w`` is ``(L_out, C_out, C_in, k)``.
+
+    Parameters
+    ----------
+    w : Tensor
+        ``(L_out, C_out, C_in, k)`` unshared weights.
+    x : Tensor
+        ``(N, C_in, L)``.
+    padding, stride : int
+    """
     k = w.shape[-1]
     patches = F.pad(x, (padding, padding)).unfold(2, k, stride)  # (N, C_in, L_out, k)
     if w.shape[1] == 1 and w.shape[2] == 1:  # IsotopeNet's case: avoid einsum overhead

@@ -23,6 +23,7 @@ _INTEGER = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 
 def check_task_loss(values: object, n: int, where: str) -> Tensor:
+    """``values`` must be a ``(n,)`` tensor of per-sample losses; the error names ``where`` and shows the fix."""
     if not isinstance(values, torch.Tensor) or values.shape != (n,):
         got = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
         raise ValueError(

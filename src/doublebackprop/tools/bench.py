@@ -185,7 +185,20 @@ def run_benchmark(
 ) -> list[BenchRow]:
     """Time every variant of every case; returns one row per (model, penalty, engine).
 
-    ``penalties``: substrings of the penalty names to run (``None``: all)."""
+    Parameters
+    ----------
+    cases : list of BenchCase
+    device : str, default "cpu"
+    repeats : int, default 10
+        Timed steps per variant (the median is reported).
+    warmup : int, default 2
+    progress : callable or None
+        ``progress(message)`` per case and variant.
+    seed : int, default 0
+        Weights and data.
+    penalties : sequence of str or None
+        Substrings of the penalty names to run (``None``: all).
+    """
     rows: list[BenchRow] = []
     for index, case in enumerate(cases, 1):
         start = time.perf_counter()
@@ -290,6 +303,7 @@ def _target(penalty: str, engine: str, r: dict[str, float]) -> tuple[str, bool |
 
 
 def format_table(rows: list[BenchRow], device: str) -> str:
+    """The rows as a fixed-width table with every target's verdict and reason."""
     head = (
         f"{'model':24s} {'penalty':20s} {'engine':24s} {'median ms':>10s} {'×plain':>7s} "
         f"{'×stock':>7s} {'saved MB':>9s} {'×stock':>7s} {'RSS MB':>8s} {'×stock':>7s}  target"

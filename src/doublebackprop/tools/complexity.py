@@ -75,7 +75,16 @@ def _median_ms(fn, repeats: int) -> float:
 def complexity_table(
     *, width: int = 256, depth: int = 3, batch: int = 64, classes: int = 10, repeats: int = 15
 ) -> list[ComplexityRow]:
-    """Counts and timings on an MLP ``64 → width^depth → classes``."""
+    """Counts and timings on an MLP ``64 → width^depth → classes``.
+
+    Parameters
+    ----------
+    width, depth : int
+        Hidden width and number of hidden layers.
+    batch, classes : int
+    repeats : int
+        Timed steps per row (median).
+    """
     rows = []
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 64, generator=gen)
@@ -118,6 +127,14 @@ def complexity_table(
 
 
 def format_markdown(rows: list[ComplexityRow], *, width: int, depth: int, batch: int) -> str:
+    """``docs/complexity.md``: the counts and timings as a markdown table with its set-up.
+
+    Parameters
+    ----------
+    rows : list of ComplexityRow
+    width, depth, batch : int
+        The set-up :func:`complexity_table` ran with.
+    """
     layers = depth + 1
     out = [
         "# Operator applications of double backprop (generated)",

@@ -67,6 +67,7 @@ def _train(
 
 
 def run_engine_demo(*, epochs: int = 3, seed: int = 0, show_progress: bool = True) -> list[DemoRow]:
+    """Train the digits CNN plainly and with each penalty through every engine; one row each."""
     data = _digits(seed)
     penalties: dict[str, Penalty] = {
         "gradient-norm": InputGradientPenalty(weight=0.1, target="loss"),
@@ -85,6 +86,7 @@ def run_engine_demo(*, epochs: int = 3, seed: int = 0, show_progress: bool = Tru
 
 
 def format_rows(rows: list[DemoRow]) -> str:
+    """The demo's rows as a fixed-width table."""
     lines = [f"{'penalty':14s} {'engine':18s} {'test acc':>8s} {'step ms':>8s} {'×plain':>7s}"]
     for r in rows:
         lines.append(

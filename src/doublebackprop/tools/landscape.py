@@ -104,7 +104,21 @@ def scan_line(
 ) -> list[LineScan]:
     """Penalty (without the task loss) along one random line, for the first ``b`` samples of
     ``x`` for each ``b`` in ``batch_sizes``. The model's parameters are restored afterwards;
-    ``progress`` gets one line per batch size."""
+    ``progress`` gets one line per batch size.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    x, y : Tensor
+        Inputs ``(N, ...)`` and labels ``(N,)``.
+    penalty : Penalty
+    batch_sizes : tuple of int
+    t : ndarray
+        Positions along the line.
+    generator : torch.Generator
+        Draws the random direction.
+    progress : callable or None
+    """
     params = list(model.parameters())
     base = [p.detach().clone() for p in params]
     direction = random_direction(model, generator)

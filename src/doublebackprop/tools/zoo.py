@@ -19,7 +19,13 @@ __all__ = [
 def mlp(
     in_features: int, hidden: int, depth: int, classes: int, act: type[nn.Module] = nn.ReLU
 ) -> nn.Sequential:
-    """``in → hidden^depth → classes`` with ``act`` between layers."""
+    """``in → hidden^depth → classes`` with ``act`` between layers.
+
+    Parameters
+    ----------
+    in_features, hidden, depth, classes : int
+    act : type of nn.Module
+    """
     layers: list[nn.Module] = [nn.Flatten()]
     width = in_features
     for _ in range(depth):
@@ -37,7 +43,14 @@ def cnn2d(
     act: type[nn.Module] = nn.ReLU,
     pool: type[nn.Module] = nn.MaxPool2d,
 ) -> nn.Sequential:
-    """A small 2-D CNN: [conv3×3 → act → pool2] per width, then a dense head."""
+    """A small 2-D CNN: [conv3×3 → act → pool2] per width, then a dense head.
+
+    Parameters
+    ----------
+    in_channels, size, classes : int
+    widths : tuple of int
+    act, pool : type of nn.Module
+    """
     layers: list[nn.Module] = []
     c = in_channels
     for w in widths:
@@ -72,7 +85,14 @@ class BasicBlock(nn.Module):
 def resnet18_like(
     in_channels: int = 3, classes: int = 10, width: int = 64, blocks: tuple[int, ...] = (2, 2, 2, 2)
 ) -> nn.Sequential:
-    """ResNet-18 layout for 32×32 inputs (3×3 stem, no max-pool), widths ``width·2^k``."""
+    """ResNet-18 layout for 32×32 inputs (3×3 stem, no max-pool), widths ``width·2^k``.
+
+    Parameters
+    ----------
+    in_channels, classes, width : int
+    blocks : tuple of int
+        Basic blocks per stage.
+    """
     layers: list[nn.Module] = [
         nn.Conv2d(in_channels, width, 3, 1, 1, bias=False),
         nn.BatchNorm2d(width),
@@ -94,7 +114,15 @@ def spectra_cnn1d(
     kernel_size: int = 9,
     act: type[nn.Module] = nn.ReLU,
 ) -> nn.Sequential:
-    """A 1-D CNN for spectra: strided conv stages, adaptive average pooling, dense head."""
+    """A 1-D CNN for spectra: strided conv stages, adaptive average pooling, dense head.
+
+    Parameters
+    ----------
+    classes : int
+    stages : tuple of (channels, stride)
+    kernel_size : int
+    act : type of nn.Module
+    """
     layers: list[nn.Module] = []
     c = 1
     for cout, stride in stages:
