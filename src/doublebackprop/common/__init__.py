@@ -1,6 +1,7 @@
 """Leaf utilities every layer may use: data paths, checkpoints and training plumbing, plotting,
 command-line argument types. Nothing here imports the rest of the package."""
 
+from doublebackprop.common.files import atomic_directory
 from doublebackprop.common.paths import data_home
 from doublebackprop.common.training import (
     config_fingerprint,
@@ -13,6 +14,7 @@ from doublebackprop.common.training import (
 )
 
 __all__ = [
+    "atomic_directory",
     "config_fingerprint",
     "data_home",
     "distributed_context",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,9 @@ def _bundle(seed: int = 0) -> Bundle:
 def test_round_trip_is_exact(tmp_path: Path):
     b = _bundle()
     save_bundle(b, tmp_path / "m")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "m").stat().st_mode & 0o777 == 0o777 & ~umask  # not a private temp dir
     back = load_bundle(tmp_path / "m")
     assert back.classes == b.classes and back.temperature == 1.7 and back.config == b.config
     assert back.pipeline == b.pipeline

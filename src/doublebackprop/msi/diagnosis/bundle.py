@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from doublebackprop.common.files import atomic_directory
 from doublebackprop.msi.data.preprocess import Pipeline
 from doublebackprop.msi.models import IsotopeNet, LinearFit, ResNet1d
 
@@ -155,9 +154,7 @@ def save_bundle(
     from doublebackprop import __version__
 
     target = Path(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_directory(target) as tmp:
         torch.save({k: v.detach().cpu() for k, v in bundle.state.items()}, tmp / _WEIGHTS)
         meta = {
             "format": BUNDLE_FORMAT,
@@ -180,16 +177,6 @@ def save_bundle(
         (tmp / _META).write_text(json.dumps(meta, indent=1, default=_json_default))
         for name, src in (extra_files or {}).items():
             shutil.copyfile(src, tmp / name)
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}.old{os.getpid()}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from doublebackprop.common.files import atomic_directory
 from doublebackprop.msi.data.annotations import read_annotations
 from doublebackprop.msi.data.biomarkers import read_biomarkers
 from doublebackprop.msi.data.imzml import ImzMLReader
@@ -82,81 +81,94 @@ def predict_slides(
     marks = read_biomarkers(Path(biomarkers)) if biomarkers is not None else None
     if anndata:
         _anndata_modules()  # the optional extra is missing: say so before the work
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, desc="typing", unit="spectra", dynamic_ncols=True)
     try:
-        summary: dict[str, Any] = {"model": str(model_dir), "slides": []}
-        scored: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        results = []
-        with open(tmp / "predictions.csv", "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(csv_header(typer.classes))
-            for p in paths:
-                res = type_slide(
-                    typer,
-                    p,
-                    writer,
-                    top_k=top_k,
-                    biomarkers=marks,
-                    repair=repair,
-                    block_size=block_size,
-                    progress=None if bar is None else bar.update,
-                    features_dir=tmp / ".features" if anndata else None,
-                )
-                results.append(res)
-                truth_map, score = None, None
-                if truth is not None and p.name in truth:
-                    truth_map, score, part = _score_slide(res, truth[p.name], len(typer.classes))
-                    if part is not None:
-                        scored.append(part)
-                figs = slide_figures(res, tmp, p.stem, truth_map=truth_map)
-                calibration = typer.bundle.metrics.get("calibration", {})
-                write_slide_report(
-                    res, figs, tmp / f"{p.stem}.html", calibration=calibration, score=score
-                )
-                summary["slides"].append(
-                    {
-                        "file": p.name,
-                        "spectra": int(len(res.predicted)),
-                        "proportions": res.proportions,
-                        "low_confidence": res.low_confidence,
-                        "top_mz": [t.mz for t in res.top_mz],
-                        "report": f"{p.stem}.html",
-                        "score": score,
-                    }
-                )
-        if scored:
-            yt, yp, groups = (np.concatenate(v) for v in zip(*scored))
-            sc = score_predictions(yt, yp, groups, num_classes=len(typer.classes), n_bootstrap=500)
-            summary["score"] = asdict(sc)
-        if anndata:
-            _write_anndata(tmp / "predictions.h5ad", typer, paths, results, tmp / ".features")
-            shutil.rmtree(tmp / ".features", ignore_errors=True)
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=1))
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_directory(out) as tmp:
+            summary = _type_all(
+                typer,
+                paths,
+                tmp,
+                truth,
+                marks,
+                top_k,
+                anndata,
+                repair,
+                block_size,
+                None if bar is None else bar.update,
+            )
+            summary["model"] = str(model_dir)
+            (tmp / "summary.json").write_text(json.dumps(summary, indent=1))
     finally:
         if bar is not None:
             bar.close()
     return summary
 
 
-def _replace_dir(new: Path, target: Path) -> None:
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old{os.getpid()}")
-        os.replace(target, old)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def _type_all(
+    typer: TumourTyper,
+    paths: list[Path],
+    tmp: Path,
+    truth: dict | None,
+    marks: np.ndarray | None,
+    top_k: int,
+    anndata: bool,
+    repair: bool,
+    block_size: int,
+    tick: Any,
+) -> dict[str, Any]:
+    """Type every slide into ``tmp``; returns the summary."""
+    summary: dict[str, Any] = {"slides": []}
+    scored: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    results = []
+    with open(tmp / "predictions.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(csv_header(typer.classes))
+        for p in paths:
+            res = type_slide(
+                typer,
+                p,
+                writer,
+                top_k=top_k,
+                biomarkers=marks,
+                repair=repair,
+                block_size=block_size,
+                progress=tick,
+                features_dir=tmp / ".features" if anndata else None,
+            )
+            results.append(res)
+            truth_map, score = None, None
+            if truth is not None and p.name in truth:
+                truth_map, score, part = _score_slide(res, truth[p.name], len(typer.classes))
+                if part is not None:
+                    scored.append(part)
+            figs = slide_figures(res, tmp, p.stem, truth_map=truth_map)
+            calibration = typer.bundle.metrics.get("calibration", {})
+            write_slide_report(
+                res, figs, tmp / f"{p.stem}.html", calibration=calibration, score=score
+            )
+            summary["slides"].append(
+                {
+                    "file": p.name,
+                    "spectra": int(len(res.predicted)),
+                    "proportions": res.proportions,
+                    "low_confidence": res.low_confidence,
+                    "top_mz": [t.mz for t in res.top_mz],
+                    "report": f"{p.stem}.html",
+                    "score": score,
+                }
+            )
+    if scored:
+        yt, yp, groups = (np.concatenate(v) for v in zip(*scored))
+        sc = score_predictions(yt, yp, groups, num_classes=len(typer.classes), n_bootstrap=500)
+        summary["score"] = asdict(sc)
+    if anndata:
+        _write_anndata(tmp / "predictions.h5ad", typer, paths, results, tmp / ".features")
+        shutil.rmtree(tmp / ".features", ignore_errors=True)
+    return summary
 
 
 def _truth(

@@ -62,9 +62,9 @@ def data_record(table) -> dict:
     }
 
 
-#: ``after(annotations, table, settings, out) -> (figures, notes)``: more work on the same data,
-#: run after the experiment and shown in its report (the demo types the second lab's slides)
-AfterHook = Callable[[Path, Any, dict[str, Any], Path], tuple[list[Path], list[str]]]
+#: ``after(annotations, table, settings, result, out) -> (figures, notes)``: more work on the same
+#: data, run after the experiment and shown in its report (the demo types the second lab's slides)
+AfterHook = Callable[[Path, Any, dict[str, Any], Any, Path], tuple[list[Path], list[str]]]
 
 
 def run_experiment(
@@ -215,7 +215,7 @@ def run_experiment(
     )
     more_notes: list[str] = []
     if after is not None:
-        figures, more_notes = after(Path(annotations), table, s, out)
+        figures, more_notes = after(Path(annotations), table, s, result, out)
         plots = [*plots, *figures]
     seconds = time.perf_counter() - t_start
     notes = [
