@@ -16,7 +16,6 @@ leaves an existing bundle as it was.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from doublebackprop.common.files import atomic_directory
+from doublebackprop.common.files import atomic_directory, file_digest
 from doublebackprop.msi.data.preprocess import Pipeline
 from doublebackprop.msi.models import IsotopeNet, LinearFit, ResNet1d
 
@@ -136,14 +135,6 @@ class Bundle:
         return net.eval()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_bundle(
     bundle: Bundle, directory: str | Path, *, extra_files: dict[str, Path] | None = None
 ) -> Path:
@@ -172,7 +163,7 @@ def save_bundle(
             "temperature": float(bundle.temperature),
             "metrics": bundle.metrics,
             "provenance": bundle.provenance,
-            "weights_sha256": _sha256(tmp / _WEIGHTS),
+            "weights_sha256": file_digest(tmp / _WEIGHTS),
         }
         (tmp / _META).write_text(json.dumps(meta, indent=1, default=_json_default))
         for name, src in (extra_files or {}).items():
@@ -218,7 +209,7 @@ def load_bundle(directory: str | Path) -> Bundle:
             f"doublebackprop {meta.get('package_version', '?')}); this version reads "
             f"version {BUNDLE_VERSION}: retrain with `msi train`"
         )
-    if _sha256(weights) != meta.get("weights_sha256"):
+    if file_digest(weights) != meta.get("weights_sha256"):
         raise ValueError(f"{weights}: checksum mismatch: the weights file is corrupt or replaced")
     from doublebackprop.common.training import load_checkpoint
 

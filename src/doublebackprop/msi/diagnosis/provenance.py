@@ -3,7 +3,6 @@ data), their spectrum type, and how the spectra were loaded."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,17 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from doublebackprop.common.files import file_digest
 from doublebackprop.msi.data.imzml import ImzMLReader
 
 __all__ = ["describe_inputs", "loading_of"]
-
-
-def _sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def describe_inputs(files: Sequence[Path]) -> tuple[list[dict[str, Any]], str]:
@@ -32,7 +24,12 @@ def describe_inputs(files: Sequence[Path]) -> tuple[list[dict[str, Any]], str]:
         r = ImzMLReader(f)
         types.add(r.spectrum_type)
         out.append(
-            {"file": str(f), "uuid": r.uuid, "ibd_sha1": _sha1(r.ibd_path), "spectra": r.n_spectra}
+            {
+                "file": str(f),
+                "uuid": r.uuid,
+                "ibd_sha1": file_digest(r.ibd_path, "sha1"),
+                "spectra": r.n_spectra,
+            }
         )
     return out, (types.pop() if len(types) == 1 else "mixed")
 
