@@ -59,9 +59,12 @@ def _bench(args: argparse.Namespace) -> int:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
     cases = bench.default_cases(device, quick=args.quick)
     if args.models:
+        names = [c.name for c in cases]
         cases = [c for c in cases if any(s.lower() in c.name.lower() for s in args.models)]
         if not cases:
-            raise ValueError(f"--models {args.models}: no benchmark model matches")
+            raise ValueError(
+                f"--models {args.models}: no benchmark model matches; the models are {names}"
+            )
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
