@@ -120,10 +120,10 @@ def main() -> None:
     row["points"] = args.points
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench-msi-predict.json").write_text(json.dumps(row, indent=1))
-    print("| spectra | block | seconds | spectra/s | peak RSS (MiB) |")
-    print("|---|---|---|---|---|")
+    print("| spectra | m/z points | block | seconds | spectra/s | peak RSS (MiB) |")
+    print("|---|---|---|---|---|---|")
     print(
-        f"| {row['spectra']} | {row['block']} | {row['seconds']:.1f} | "
+        f"| {row['spectra']} | {row['points']} | {row['block']} | {row['seconds']:.1f} | "
         f"{row['spectra_per_s']:.0f} | {row['peak_rss_mib']:.0f} |"
     )
 
