@@ -10,7 +10,7 @@ from torch import nn
 
 import doublebackprop as dbp
 from doublebackprop import attribution as at
-from doublebackprop.attribution.lrp import _lrp_model
+from doublebackprop.attribution.lrp_graph import _lrp_model
 
 DT = torch.float64
 

@@ -8,6 +8,10 @@ layer with input ``a`` and output ``z = Wa + b`` passes down is
 In the gradient form used by :func:`doublebackprop.attribution.lrp` this is the input gradient of
 ``Σ c · z' ⊙ q`` with the ratio ``q = z / (z' + ε·sign z')`` held fixed during that one input
 derivative.
+
+A rule also computes that input gradient for a whole model (:meth:`LRPRule.modified_gradient`),
+which is how the DRR penalty ``RelevancePenalty(relevance="lrp", rule=...)`` of the engine reaches
+LRP without the engine depending on this package.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+
+from doublebackprop.attribution.lrp_graph import modified_gradient
 
 __all__ = ["AlphaBeta", "Epsilon", "Gamma", "LRPRule", "ZPlus"]
 
@@ -40,6 +47,34 @@ class LRPRule:
             The layer's bias.
         """
         raise NotImplementedError
+
+    def modified_gradient(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        classes: Tensor,
+        *,
+        first_rule: LRPRule | None = None,
+        create_graph: bool = False,
+    ) -> Tensor:
+        """``∇_x`` of ``model`` with this rule on its linear layers; the relevance is ``x ⊙`` it.
+
+        Parameters
+        ----------
+        model : nn.Module
+            See :func:`doublebackprop.attribution.lrp` for the modules it may hold.
+        x : Tensor
+            ``(N, ...)`` inputs.
+        classes : Tensor
+            ``(N,)`` class indices whose logit is explained.
+        first_rule : LRPRule or None
+            Another rule for the first linear layer called.
+        create_graph : bool
+            Keep the graph: the result is exactly differentiable in the parameters.
+        """
+        return modified_gradient(
+            model, x, classes, rule=self, first_rule=first_rule, create_graph=create_graph
+        )
 
 
 @dataclass(frozen=True)
