@@ -25,7 +25,7 @@ from doublebackprop.engine.explain import check_double_backward
 from doublebackprop.engine.penalties import Penalty
 from doublebackprop.engine.validation import check_finite_gradient, check_label_range, check_logits
 
-__all__ = ["Engine", "Autograd", "Adjoint", "FiniteDifference", "vjp_rows"]
+__all__ = ["Engine", "Autograd", "Adjoint", "FiniteDifference", "refuse_own_gradients", "vjp_rows"]
 
 Tensor = torch.Tensor
 
@@ -113,6 +113,17 @@ def forward_logits(model: nn.Module, x: Tensor, y: Tensor | None, where: str) ->
     return logits
 
 
+def refuse_own_gradients(engine: Engine, penalty: Penalty) -> None:
+    """Engines other than the graph ones cannot differentiate a penalty's own input gradients
+    (LRP relevance): refuse it before any work, naming the engines that can."""
+    if penalty.own_gradients:
+        raise ValueError(
+            f"objective: {penalty!r} computes its own input gradients (LRP's rule-modified "
+            f"network), which the {engine.name!r} engine cannot differentiate; use "
+            "engine='adjoint' or engine='autograd'"
+        )
+
+
 def class_labels(penalty: Penalty, y: Tensor) -> Tensor | None:
     """``y`` if it holds class indices to check against the outputs, else ``None``."""
     return y if getattr(penalty, "class_labels", True) else None
@@ -134,6 +145,12 @@ class Autograd(Engine):
         self.batched_rows = batched_rows
 
     def penalty_term(self, model, x, y, penalty, weight):
+        if penalty.own_gradients:
+            with self.running(model) as net:  # relevance first: of the model as called
+                grads = penalty.input_gradients(net, x.detach(), y)
+                logits = forward_logits(net, x.detach(), class_labels(penalty, y), "objective")
+            check_finite_gradient(grads, "objective")
+            return logits, _weighted_mean(penalty.per_sample(grads, x.detach()), weight)
         leaf = x.detach().requires_grad_(True)
         with self.running(model) as net:
             logits = forward_logits(net, leaf, class_labels(penalty, y), "objective")
@@ -216,6 +233,7 @@ class FiniteDifference(Engine):
         self.step, self.central = float(step), bool(central)
 
     def penalty_term(self, model, x, y, penalty, weight):
+        refuse_own_gradients(self, penalty)
         rng_state = _rng_state(x.device)
         leaf = x.detach().requires_grad_(True)
         logits = forward_logits(model, leaf, class_labels(penalty, y), "objective")

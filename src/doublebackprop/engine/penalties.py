@@ -8,6 +8,11 @@ A penalty is described by two things every engine can use:
   ``linear_in_logits`` says so, and then a locally linear network needs no second backward sweep.
 * ``per_sample(grads, x)`` — the penalty of each sample from the input gradients ``(R, N, *x)``.
 
+A penalty may instead compute its input gradients itself (``own_gradients``), as the DRR penalty
+with LRP relevance does: ``input_gradients(model, x, y)`` then returns ``(R, N, *x)`` gradients
+of a *modified* network (LRP's rule layers), differentiable in the parameters. Only the graph
+engines (``adjoint``, ``autograd``) run such penalties.
+
 Conventions: every penalty is a per-sample quantity; the objective averages ``w_i·penalty_i``.
 """
 
@@ -20,6 +25,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 __all__ = [
     "Penalty",
@@ -32,6 +38,7 @@ __all__ = [
 Tensor = torch.Tensor
 Target = Literal["loss", "true_logit", "predicted_logit"]
 _TARGETS = ("loss", "true_logit", "predicted_logit")
+_RELEVANCES = ("gradient_x_input", "lrp")
 
 
 def _check_nonneg(owner: str, **values: float) -> None:
@@ -65,6 +72,8 @@ class Penalty(ABC):
 
     #: the differentiated scalar is linear in the logits (its seed is constant)
     linear_in_logits: bool = True
+    #: the penalty computes its own input gradients (:meth:`input_gradients`), not ``J^T c``
+    own_gradients: bool = False
 
     @abstractmethod
     def seeds(self, logits: Tensor, y: Tensor) -> Tensor:
@@ -73,6 +82,20 @@ class Penalty(ABC):
     @abstractmethod
     def per_sample(self, grads: Tensor, x: Tensor) -> Tensor:
         """Penalty per sample, shape ``(N,)``, from input gradients ``(R, N, *x.shape[1:])``."""
+
+    def input_gradients(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """The penalty's own input gradients ``(R, N, *x)`` (only where ``own_gradients``).
+
+        Parameters
+        ----------
+        model : nn.Module
+            The model the engine runs.
+        x : Tensor
+            ``(N, ...)`` inputs (detached).
+        y : Tensor
+            ``(N,)`` class indices.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not compute its own gradients")
 
 
 class InputGradientPenalty(Penalty):
@@ -141,10 +164,13 @@ class InputGradientPenalty(Penalty):
 
 
 class RelevancePenalty(Penalty):
-    """Deep Relevance Regularization: ``l1‖r‖₁ + l2‖r‖₂²`` with ``r = x ⊙ ∇_x z_y``.
+    """Deep Relevance Regularization: ``l1‖r‖₁ + l2‖r‖₂²`` of the true class's relevance ``r``.
 
-    ``z_y`` is the true-class logit. Balanced class weights multiply the whole per-sample loss
-    through ``objective(..., sample_weight=w)``.
+    The default relevance is gradient × input, ``r = x ⊙ ∇_x z_y`` (``z_y``: the true-class
+    logit), as in the DRR paper. ``relevance="lrp"`` uses LRP instead, ``r = x ⊙ ∇̃_x z_y`` with
+    the rule-modified gradient of :func:`doublebackprop.attribution.lrp`, exactly differentiable
+    in the parameters (the ratios of every rule layer included). Balanced class weights multiply
+    the whole per-sample loss through ``objective(..., sample_weight=w)``.
 
     Parameters
     ----------
@@ -156,11 +182,23 @@ class RelevancePenalty(Penalty):
         before summing: every sample's loss gets ``l1 Σ_j‖r_j‖₁ + l2 Σ_j‖r_j‖₂²`` over the
         batch, i.e. batch size × the per-sample penalty on average (λ = 10⁻² at batch 150 is
         per-sample λ = 1.5).
+    relevance : {"gradient_x_input", "lrp"}, default "gradient_x_input"
+        ``"lrp"`` needs ``rule`` and the ``adjoint`` or ``autograd`` engine. LRP uses
+        BatchNorm's running statistics as they were before this step's forward (its eval-mode
+        map) and, in train mode, a dropout mask of its own; the task loss uses the model's
+        forward as it is.
+    rule : LRPRule or None
+        With ``relevance="lrp"``: the rule of the linear layers, e.g.
+        ``doublebackprop.attribution.Epsilon(0.01)``.
+    first_rule : LRPRule or None
+        With ``relevance="lrp"``: another rule for the first linear layer called.
 
     Examples
     --------
     >>> pen = RelevancePenalty(l1=1e-3, l2=1e-3)
     >>> paper = RelevancePenalty(l1=1e-2, l2=1e-2, reduction="batch_sum")
+    >>> from doublebackprop.attribution import Epsilon
+    >>> with_lrp = RelevancePenalty(l1=1e-3, l2=1e-3, relevance="lrp", rule=Epsilon(0.01))
     """
 
     def __init__(
@@ -169,16 +207,50 @@ class RelevancePenalty(Penalty):
         l1: float,
         l2: float,
         reduction: Literal["per_sample", "batch_sum"] = "per_sample",
+        relevance: Literal["gradient_x_input", "lrp"] = "gradient_x_input",
+        rule: object = None,
+        first_rule: object = None,
     ) -> None:
         _check_nonneg("RelevancePenalty", l1=l1, l2=l2)
         if reduction not in ("per_sample", "batch_sum"):
             raise ValueError(
                 f"RelevancePenalty: reduction must be 'per_sample' or 'batch_sum', got {reduction!r}"
             )
+        if relevance not in _RELEVANCES:
+            raise ValueError(
+                f"RelevancePenalty: relevance must be one of {_RELEVANCES}, got {relevance!r}"
+            )
+        if relevance == "lrp":
+            if rule is None:
+                raise ValueError(
+                    "RelevancePenalty: relevance='lrp' needs an LRP rule, e.g. "
+                    "rule=doublebackprop.attribution.Epsilon(0.01)"
+                )
+            for name, r in (("rule", rule), ("first_rule", first_rule)):
+                if r is not None and not callable(getattr(r, "modified_gradient", None)):
+                    raise TypeError(
+                        f"RelevancePenalty: {name} must be an LRP rule (Epsilon, ZPlus, "
+                        f"AlphaBeta, Gamma from doublebackprop.attribution), got {r!r}"
+                    )
+        elif rule is not None or first_rule is not None:
+            raise ValueError(
+                "RelevancePenalty: rule and first_rule are LRP settings; pass relevance='lrp' "
+                "to use them"
+            )
         self.l1, self.l2, self.reduction = float(l1), float(l2), reduction
+        self.relevance, self.rule, self.first_rule = relevance, rule, first_rule
+        self.own_gradients = relevance == "lrp"
 
     def seeds(self, logits: Tensor, y: Tensor) -> Tensor:
         return target_seeds("true_logit", logits, y)
+
+    def input_gradients(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        if not self.own_gradients:
+            return super().input_gradients(model, x, y)
+        g = self.rule.modified_gradient(  # type: ignore[attr-defined]
+            model, x, y, first_rule=self.first_rule, create_graph=True
+        )
+        return g.unsqueeze(0)
 
     def per_sample(self, grads: Tensor, x: Tensor) -> Tensor:
         r = (x * grads[0]).flatten(1)
@@ -189,6 +261,10 @@ class RelevancePenalty(Penalty):
 
     def __repr__(self) -> str:
         extra = "" if self.reduction == "per_sample" else f", reduction={self.reduction!r}"
+        if self.relevance == "lrp":
+            extra += f", relevance='lrp', rule={self.rule!r}"
+            if self.first_rule is not None:
+                extra += f", first_rule={self.first_rule!r}"
         return f"RelevancePenalty(l1={self.l1}, l2={self.l2}{extra})"
 
 

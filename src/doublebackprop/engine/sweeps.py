@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from doublebackprop.engine.engines import Engine, class_labels
+from doublebackprop.engine.engines import Engine, class_labels, refuse_own_gradients
 from doublebackprop.engine.operators import (
     Activation,
     BilinearOperator,
@@ -154,6 +154,7 @@ class Sweeps(Engine):
         self.last_count: SweepCount | None = None
 
     def penalty_term(self, model, x, y, penalty, weight):
+        refuse_own_gradients(self, penalty)
         nodes = [_node(m, i) for i, m in enumerate(sequential_layers(model))]
         ops: Counter[tuple[str, str]] = Counter()
         logits = self._forward(nodes, x, ops, class_labels(penalty, y))

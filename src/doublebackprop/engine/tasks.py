@@ -38,6 +38,15 @@ def _needs_class_indices(penalty: Penalty) -> bool:
     return isinstance(penalty, RelevancePenalty) or getattr(penalty, "target", None) == "true_logit"
 
 
+def _check_class_indices(penalty: Penalty, y: Tensor, n: int) -> None:
+    if _needs_class_indices(penalty) and not (y.dtype in _INTEGER and y.shape == (n,)):
+        raise ValueError(
+            f"objective: {penalty!r} selects the true-class logit and needs class indices y of "
+            f"shape ({n},); with soft labels or regression targets use "
+            "target='loss' or 'predicted_logit'"
+        )
+
+
 class _WithTaskLoss(Penalty):
     """``penalty`` with its ``"loss"`` target read as the given task loss."""
 
@@ -47,6 +56,7 @@ class _WithTaskLoss(Penalty):
     def __init__(self, penalty: Penalty, loss: TaskLoss) -> None:
         self.penalty, self.loss = penalty, loss
         self.linear_in_logits = penalty.linear_in_logits
+        self.own_gradients = penalty.own_gradients
 
     def seeds(self, logits: Tensor, y: Tensor) -> Tensor:
         pen = self.penalty
@@ -55,13 +65,12 @@ class _WithTaskLoss(Penalty):
             if getattr(pen, "reduction", "per_sample") == "batch_mean":
                 seed = seed / logits.shape[0]
             return seed.unsqueeze(0)
-        if _needs_class_indices(pen) and not (y.dtype in _INTEGER and y.shape == logits.shape[:1]):
-            raise ValueError(
-                f"objective: {pen!r} selects the true-class logit and needs class indices y of "
-                f"shape ({logits.shape[0]},); with soft labels or regression targets use "
-                "target='loss' or 'predicted_logit'"
-            )
+        _check_class_indices(pen, y, logits.shape[0])
         return pen.seeds(logits, y)
+
+    def input_gradients(self, model, x: Tensor, y: Tensor) -> Tensor:
+        _check_class_indices(self.penalty, y, x.shape[0])
+        return self.penalty.input_gradients(model, x, y)
 
     def per_sample(self, grads: Tensor, x: Tensor) -> Tensor:
         return self.penalty.per_sample(grads, x)
