@@ -68,6 +68,30 @@ def test_one_step_equals_hand_written_drr_loss():
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
+def test_one_step_with_lrp_relevance_equals_hand_written_loss():
+    """``relevance="lrp"``: the first Adam step uses the LRP-ε relevance of an explicit,
+    non-detached recursion written in the tests (oracle: stock autograd through it)."""
+    from tests.attribution.test_lrp_exact import explicit_lrp, mlp
+
+    x = torch.rand(12, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(12) % 3
+    cfg = TrainConfig(
+        epochs=1, batch_size=12, l1=0.03, l2=0.05, seed=3, relevance="lrp", lrp_epsilon=0.25
+    )
+    net, ref = mlp(4), mlp(4)
+    train_model(net, x, y, config=cfg)
+    opt = torch.optim.Adam(ref.parameters(), lr=cfg.lr, amsgrad=True)
+    r = explicit_lrp(ref, x, y, "eps", 0.25)
+    w = balanced_weights(y).double()
+    per = F.cross_entropy(ref(x), y, reduction="none") + 0.03 * r.abs().sum(1)
+    loss = (w * (per + 0.05 * r.pow(2).sum(1))).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    for a, b in zip(net.state_dict().values(), ref.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
 def test_training_learns_and_drr_changes_relevance():
     x, y = _data(n=60, length=45)
     base = dict(epochs=15, batch_size=20, lr=5e-3, seed=0)
@@ -141,6 +165,12 @@ def test_config_validation():
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="lr"):
         TrainConfig(lr=0)
+    with pytest.raises(ValueError, match="relevance must be"):
+        TrainConfig(relevance="saliency")
+    with pytest.raises(ValueError, match="needs the 'adjoint' or 'autograd' engine"):
+        TrainConfig(relevance="lrp", engine="sweeps")
+    with pytest.raises(ValueError, match="lrp_epsilon"):
+        TrainConfig(relevance="lrp", lrp_epsilon=-1.0)
     x, y = _data(n=10, length=20)
     with pytest.raises(ValueError, match="shape"):
         train_model(IsotopeNet(20, 2), x, y[:5], config=TrainConfig(epochs=1))

@@ -1,7 +1,7 @@
 """Training with Deep Relevance Regularization (DRR), as Etmann et al. (2019) did it.
 
-``loss_i = w_i · (CE_i + λ₁‖r_i‖₁ + λ₂‖r_i‖₂²)`` with ``r = x ⊙ ∇_x z_y`` (true-class logit) and
-balanced class weights ``w_i = N / (K·N_{y_i})``, computed in train mode (batch-statistics
+``loss_i = w_i · (CE_i + λ₁‖r_i‖₁ + λ₂‖r_i‖₂²)`` with ``r = x ⊙ ∇_x z_y`` (true-class logit;
+LRP-ε relevance instead with ``relevance="lrp"``) and balanced class weights ``w_i = N / (K·N_{y_i})``, computed in train mode (batch-statistics
 BatchNorm, dropout) through :func:`doublebackprop.engine.objective`; Adam with AMSGrad, lr 5e-4, batch
 150, the last partial batch dropped, reshuffled every epoch, final weights kept.
 
@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from doublebackprop.attribution.lrp_rules import Epsilon
 from doublebackprop.common.training import (
     config_fingerprint,
     eval_mode,
@@ -74,6 +75,12 @@ class TrainConfig:
         How λ is read (:class:`~doublebackprop.RelevancePenalty`): ``"batch_sum"`` is the DRR
         authors' convention (every sample's loss gets the batch's summed relevance norms, i.e.
         batch size × a per-sample λ).
+    relevance : {"gradient_x_input", "lrp"}, default "gradient_x_input"
+        The relevance DRR penalises: gradient × input (the paper) or LRP-ε
+        (``RelevancePenalty(relevance="lrp", rule=Epsilon(lrp_epsilon))``; ``adjoint`` or
+        ``autograd`` engine only).
+    lrp_epsilon : float, default 0.01
+        ε of the LRP-ε rule with ``relevance="lrp"``.
     """
 
     epochs: int = 400
@@ -86,8 +93,23 @@ class TrainConfig:
     drop_last: bool = True
     seed: int = 0
     penalty_reduction: str = "per_sample"
+    relevance: str = "gradient_x_input"
+    lrp_epsilon: float = 0.01
 
     def __post_init__(self) -> None:
+        if self.relevance not in ("gradient_x_input", "lrp"):
+            raise ValueError(
+                "TrainConfig: relevance must be 'gradient_x_input' or 'lrp', "
+                f"got {self.relevance!r}"
+            )
+        if self.relevance == "lrp" and self.engine not in ("adjoint", "autograd"):
+            raise ValueError(
+                f"TrainConfig: relevance='lrp' needs the 'adjoint' or 'autograd' engine, "
+                f"got {self.engine!r}"
+            )
+        e = self.lrp_epsilon
+        if not isinstance(e, (int, float)) or not math.isfinite(e) or e < 0:
+            raise ValueError(f"TrainConfig: lrp_epsilon must be a finite number >= 0, got {e!r}")
         if self.penalty_reduction not in ("per_sample", "batch_sum"):
             raise ValueError(
                 "TrainConfig: penalty_reduction must be 'per_sample' or 'batch_sum', "
@@ -114,6 +136,19 @@ class TrainConfig:
     @property
     def drr(self) -> bool:
         return self.l1 > 0 or self.l2 > 0
+
+    def penalty(self) -> RelevancePenalty | None:
+        """The DRR penalty these settings train with (``None`` without DRR)."""
+        if not self.drr:
+            return None
+        lrp = self.relevance == "lrp"
+        return RelevancePenalty(
+            l1=self.l1,
+            l2=self.l2,
+            reduction=self.penalty_reduction,  # type: ignore[arg-type]
+            relevance=self.relevance,  # type: ignore[arg-type]
+            rule=Epsilon(self.lrp_epsilon) if lrp else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -267,11 +302,7 @@ def train_model(
     if world > 1:
         runner = nn.parallel.DistributedDataParallel(net)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, eps=1e-8, amsgrad=True)
-    penalty = (
-        RelevancePenalty(l1=config.l1, l2=config.l2, reduction=config.penalty_reduction)  # type: ignore[arg-type]
-        if config.drr
-        else None
-    )
+    penalty = config.penalty()
 
     history: list[EpochStats] = []
     start = 0

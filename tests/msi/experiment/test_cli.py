@@ -142,6 +142,8 @@ def test_demo_entry_point_simulates_and_seed_changes_cohort(tmp_path, monkeypatc
         ("lab_lacks_class", "has no spots of class"),
         ("negative_lambda", "λ must be > 0"),
         ("mz_outside", "outside the data"),
+        ("lrp_with_sweeps", "--drr-relevance lrp needs --engine adjoint or autograd"),
+        ("negative_lrp_epsilon", "--lrp-epsilon must be >= 0"),
     ],
 )
 def test_bad_input_fails_before_training(cohort, tmp_path, capsys, monkeypatch, case, message):
@@ -178,6 +180,10 @@ def test_bad_input_fails_before_training(cohort, tmp_path, capsys, monkeypatch, 
         extra = ["--lambdas=-1e-3"]
     elif case == "mz_outside":
         extra = ["--mz-range", "300", "2000"]
+    elif case == "lrp_with_sweeps":
+        extra = ["--drr-relevance", "lrp", "--engine", "sweeps"]
+    elif case == "negative_lrp_epsilon":
+        extra = ["--drr-relevance", "lrp", "--lrp-epsilon=-0.1"]
     code = _cli(
         ["msi", "interlab", "--annotations", str(ann), "--out", str(tmp_path / "o"), *FAST, *extra]
     )

@@ -71,6 +71,19 @@ def _add_experiment_arguments(p: argparse.ArgumentParser) -> None:
         "relevance (--full default)",
     )
     p.add_argument(
+        "--drr-relevance",
+        choices=("gradient_x_input", "lrp"),
+        default="gradient_x_input",
+        help="the relevance DRR penalises: gradient × input (the paper) or LRP-ε "
+        "(--engine adjoint or autograd)",
+    )
+    p.add_argument(
+        "--lrp-epsilon",
+        type=float,
+        default=0.01,
+        help="ε of the LRP-ε rule with --drr-relevance lrp",
+    )
+    p.add_argument(
         "--epochs",
         type=int,
         default=None,

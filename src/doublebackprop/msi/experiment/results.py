@@ -141,6 +141,7 @@ def _record(
         rec["epochs"] = spec.train_config(cfg.train).epochs
     if spec.drr:
         rec["lambda_convention"] = cfg.train.penalty_reduction
+        rec["drr_relevance"] = cfg.train.relevance
     if rel is not None:
         rec["relevance_top1pct_mass"] = rel.top_fraction_mean
         rec["relevance_gini"] = rel.gini_mean

@@ -88,12 +88,22 @@ def run_experiment(
         own is not None and (Path(own).parent / "ground_truth.json").is_file()
     )  # a cohort written by `msi simulate` keeps the paper's range as its default
     s = settings_from_args(args, simulated=simulated)  # bad options fail here, before any work
+    relevance = getattr(args, "drr_relevance", "gradient_x_input")
+    if relevance == "lrp" and args.engine not in ("adjoint", "autograd"):
+        raise ValueError(
+            f"--drr-relevance lrp needs --engine adjoint or autograd, got --engine {args.engine}"
+        )
+    lrp_epsilon = getattr(args, "lrp_epsilon", 0.01)
+    if not lrp_epsilon >= 0:
+        raise ValueError(f"--lrp-epsilon must be >= 0, got {lrp_epsilon}")
     train = TrainConfig(
         epochs=s["epochs"],
         batch_size=s["batch_size"],
         lr=s["lr"],
         engine=args.engine,
         penalty_reduction=s["lambda_convention"],
+        relevance=relevance,
+        lrp_epsilon=lrp_epsilon,
     )
     workers = args.workers or min(os.cpu_count() or 1, 4)
     specs = model_specs(tuple(s["models"]), s)
@@ -240,6 +250,9 @@ def run_experiment(
             if s["lambda_convention"] == "per_sample"
             else " (the authors' convention: λ × the batch's summed relevance)"
         ),
+        "DRR relevance": "gradient × input"
+        if train.relevance == "gradient_x_input"
+        else f"LRP-ε, ε = {train.lrp_epsilon:g}",
         "linear baseline bins": ", ".join(str(v) for v in s["linear_grid"]),
     }
     write_report(result, out, plots, notes=[*notes, *more_notes], settings=shown)
@@ -249,6 +262,8 @@ def run_experiment(
                 "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in s.items()},
                 "workers": workers,
                 "engine": args.engine,
+                "drr_relevance": train.relevance,
+                "lrp_epsilon": train.lrp_epsilon if train.relevance == "lrp" else None,
                 "seconds": seconds,
                 "annotations": str(annotations),
                 "simulated_seed": simulate_seed,
