@@ -145,18 +145,16 @@ class Autograd(Engine):
         self.batched_rows = batched_rows
 
     def penalty_term(self, model, x, y, penalty, weight):
-        if penalty.own_gradients:
-            with self.running(model) as net:  # relevance first: of the model as called
+        with self.running(model) as net:
+            if penalty.own_gradients:  # relevance first: of the model as it was called
                 grads = penalty.input_gradients(net, x.detach(), y)
                 logits = forward_logits(net, x.detach(), class_labels(penalty, y), "objective")
-            check_finite_gradient(grads, "objective")
-            return logits, _weighted_mean(penalty.per_sample(grads, x.detach()), weight)
-        leaf = x.detach().requires_grad_(True)
-        with self.running(model) as net:
-            logits = forward_logits(net, leaf, class_labels(penalty, y), "objective")
-            check_double_backward(logits, "objective")
-            seeds = penalty.seeds(logits, y)
-            grads = vjp_rows(logits, leaf, seeds, create_graph=True, batched=self.batched_rows)
+            else:
+                leaf = x.detach().requires_grad_(True)
+                logits = forward_logits(net, leaf, class_labels(penalty, y), "objective")
+                check_double_backward(logits, "objective")
+                seeds = penalty.seeds(logits, y)
+                grads = vjp_rows(logits, leaf, seeds, create_graph=True, batched=self.batched_rows)
         check_finite_gradient(grads, "objective")
         return logits, _weighted_mean(penalty.per_sample(grads, x.detach()), weight)
 
