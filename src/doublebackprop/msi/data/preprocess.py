@@ -23,7 +23,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from doublebackprop.msi.data.binning import KINDS, bin_operator, bin_spectrum, uncovered_bins
+from doublebackprop.msi.data.binning import (
+    KINDS,
+    bin_spectrum,
+    inner_edges,
+    uncovered_bins,
+    uniform_edges,
+)
+from doublebackprop.msi.data.blockbin import BlockBinner
 
 __all__ = [
     "Bin",
@@ -93,8 +100,19 @@ class TICNormalize(Step):
     on_zero: str = "keep"
 
     def apply(self, mz: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        tic = x.sum(axis=1, keepdims=True, dtype=np.float64)
-        zero = (tic[:, 0] <= 0) | ~np.isfinite(tic[:, 0])
+        scale = self.scale(x.sum(axis=1, dtype=np.float64), x.shape[1])
+        return mz, x * scale[:, None].astype(x.dtype)  # float32 in, float32 out
+
+    def scale(self, tic: np.ndarray, n_points: int) -> np.ndarray:
+        """``(N,)`` float64 factors ``target * n_points / tic`` (0 for a zero or non-finite TIC,
+        or :class:`ValueError` with ``on_zero="raise"``).
+
+        Parameters
+        ----------
+        tic : ``(N,)`` total ion counts (summed in float64).
+        n_points : number of points each total was summed over.
+        """
+        zero = (tic <= 0) | ~np.isfinite(tic)
         if zero.any():
             if self.on_zero == "raise":
                 raise ValueError(
@@ -102,10 +120,7 @@ class TICNormalize(Step):
                     f"(first: row {int(np.flatnonzero(zero)[0])} of the block)"
                 )
             logger.warning("TICNormalize: %d all-zero spectra kept as zeros", int(zero.sum()))
-        scale = np.where(
-            zero[:, None], 0.0, self.target * x.shape[1] / np.where(zero[:, None], 1, tic)
-        )
-        return mz, x * scale.astype(x.dtype)  # float32 in, float32 out (TIC summed in float64)
+        return np.where(zero, 0.0, self.target * n_points / np.where(zero, 1, tic))
 
 
 @dataclass(frozen=True)
@@ -126,29 +141,6 @@ class Crop(Step):
                 f"[{self.mz_min}, {self.mz_max}]"
             )
         return mz[lo:hi], x[:, lo:hi]
-
-
-def uniform_edges(mz_min: float, mz_max: float, width: float) -> np.ndarray:
-    """Bin edges of width ``width`` from ``mz_min`` (the last bin ends at or after ``mz_max``)."""
-    if width <= 0 or not mz_min < mz_max:
-        raise ValueError(
-            f"bin width must be > 0 and mz_min < mz_max (got {width}, {mz_min}, {mz_max})"
-        )
-    n = int(np.ceil((mz_max - mz_min) / width - 1e-9))
-    return mz_min + width * np.arange(n + 1, dtype=np.float64)
-
-
-def inner_edges(mz_min: float, mz_max: float, width: float) -> np.ndarray:
-    """Bin edges of width ``width`` from ``mz_min`` whose last bin ends at or before ``mz_max``
-    (the bins of a measured range that must not reach beyond the data)."""
-    if width <= 0 or not mz_min < mz_max:
-        raise ValueError(
-            f"bin width must be > 0 and mz_min < mz_max (got {width}, {mz_min}, {mz_max})"
-        )
-    n = int(np.floor((mz_max - mz_min) / width + 1e-9))
-    if n < 1:
-        raise ValueError(f"the range {mz_min:g}–{mz_max:g} is narrower than one bin of {width:g}")
-    return mz_min + width * np.arange(n + 1, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -195,24 +187,34 @@ class Bin(Step):
         """One spectrum on its own axis, (K,) float64 (no coverage check)."""
         return bin_spectrum(mz, values, np.asarray(self.edges), self.method)
 
-    def _operator(self, mz: np.ndarray) -> Any:
-        """(K, L) CSR matrix of the rule on ``mz``; kept for the last axis seen (the blocks
+    def _operator(self, mz: np.ndarray) -> BlockBinner:
+        """The rule on ``mz`` as a block operator; kept for the last axis seen (the blocks
         of one file share it)."""
         cached = getattr(self, "_cached", None)
         if cached is not None and cached[0].shape == mz.shape and np.array_equal(cached[0], mz):
             return cached[1]
-        op = bin_operator(mz, np.asarray(self.edges), self.method).T.tocsr()
+        op = BlockBinner(mz, np.asarray(self.edges), self.method)
         object.__setattr__(self, "_cached", (mz.copy(), op))
         return op
 
     def apply(self, mz: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if mz.size:
             self.check_covers(float(mz[0]), float(mz[-1]), "the axis")
-        op = self._operator(mz)
-        out = np.empty((x.shape[0], op.shape[0]), dtype=x.dtype)
-        for r in range(x.shape[0]):  # one sparse mat-vec per spectrum (in cache, float64)
-            out[r] = op @ x[r]
-        return self.centers(), out
+        binned, _ = self._operator(mz)(x)  # the whole block in one product, in float64
+        return self.centers(), binned.astype(x.dtype)
+
+    def apply_normalised(
+        self, mz: np.ndarray, x: np.ndarray, tic: TICNormalize
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``self(*tic(mz, x))`` in one pass over ``x``: the TIC is linear and per spectrum, so
+        it is summed by the same product that bins (:class:`BlockBinner`) and the binned rows
+        are scaled afterwards (equal to the two steps up to float rounding; float64 inside)."""
+        mz, x = _as_block(mz, x)
+        if mz.size:
+            self.check_covers(float(mz[0]), float(mz[-1]), "the axis")
+        binned, total = self._operator(mz)(x)
+        scale = tic.scale(total, x.shape[1])
+        return self.centers(), (binned * scale[:, None]).astype(x.dtype)
 
 
 @dataclass(frozen=True)
@@ -363,8 +365,17 @@ class Pipeline:
     steps: tuple[Step, ...] = ()
 
     def __call__(self, mz: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        for s in self.steps:
-            mz, x = s(mz, x)
+        """Apply the steps; a :class:`TICNormalize` directly followed by a :class:`Bin` runs
+        fused (:meth:`Bin.apply_normalised`: one pass over the block instead of two)."""
+        steps, i = self.steps, 0
+        while i < len(steps):
+            step, nxt = steps[i], steps[i + 1] if i + 1 < len(steps) else None
+            if type(step) is TICNormalize and type(nxt) is Bin:  # exact types: no subclass
+                mz, x = nxt.apply_normalised(mz, x, step)
+                i += 2
+            else:
+                mz, x = step(mz, x)
+                i += 1
         return mz, x
 
     def to_json(self) -> str:
