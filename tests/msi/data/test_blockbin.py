@@ -196,3 +196,16 @@ def test_block_check_of_special_values(tmp_path, value):
             return
         with pytest.raises(ValueError, match=r"spectrum 4 .*(NaN/inf|negative)"):
             r.read_block(0, 11)
+
+
+def test_a_used_bin_step_still_pickles_and_copies():
+    import copy
+    import pickle
+
+    mz = np.linspace(690, 2010, 300)
+    x = np.random.default_rng(0).random((2, 300))
+    step = Bin(tuple(uniform_edges(700, 2000, 10.0)), "profile")
+    y = step(mz, x)[1]  # caches the block operator of this axis
+    for other in (pickle.loads(pickle.dumps(step)), copy.deepcopy(step)):
+        assert other == step
+        np.testing.assert_array_equal(other(mz, x)[1], y)

@@ -76,12 +76,19 @@ class BlockBinner:
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {chunk}")
         w = bin_operator(mz, edges, kind).tocsr()  # (L, K)
+        w.sum_duplicates()
         self.n_points, self.n_bins = int(w.shape[0]), int(w.shape[1])
-        used = np.flatnonzero(np.diff(w.indptr))
-        lo, hi = (int(used[0]), int(used[-1]) + 1) if used.size else (0, 0)
+        point = np.repeat(np.arange(self.n_points), np.diff(w.indptr))  # of every entry
+        lo, hi = (int(point[0]), int(point[-1]) + 1) if point.size else (0, 0)
         n_chunks = -(-(hi - lo) // chunk)
-        first, band = self._bands(w, lo, hi, chunk, n_chunks)
-        self.dense = bool(dense and used.size and band + 1 <= max_band)
+        owner = (point - lo) // chunk  # the chunk of every entry
+        first = np.full(n_chunks, self.n_bins, dtype=np.int64)
+        last = np.zeros(n_chunks, dtype=np.int64)
+        np.minimum.at(first, owner, w.indices)
+        np.maximum.at(last, owner, w.indices)
+        first = np.where(first == self.n_bins, 0, first)  # a chunk without entries
+        band = int(np.max(last - first, initial=-1)) + 1
+        self.dense = bool(dense and point.size and band + 1 <= max_band)
         self._lock = threading.Lock()
         self._buf: np.ndarray | None = None
         k = self.n_bins
@@ -91,12 +98,8 @@ class BlockBinner:
             return
         # dense bands (n_chunks, band + 1, chunk): band row b of chunk c feeds bin first[c] + b;
         # the last row (ones) feeds the TIC, index K
-        dense_w = np.zeros((n_chunks * chunk, k))
-        dense_w[: hi - lo] = w[lo:hi].toarray()
         bands = np.zeros((n_chunks, band + 1, chunk))
-        for c in range(n_chunks):
-            cols = dense_w[c * chunk : (c + 1) * chunk, first[c] : first[c] + band]
-            bands[c, : cols.shape[1]] = cols.T
+        bands[owner, w.indices - first[owner], (point - lo) % chunk] = w.data
         bands[:, band] = 1.0
         target = first[:, None] + np.arange(band + 1)[None, :]
         target[:, band] = k
@@ -108,18 +111,11 @@ class BlockBinner:
         )
         self._lo, self._hi, self._n_chunks, self._chunk = lo, hi, n_chunks, chunk
 
-    @staticmethod
-    def _bands(w: Any, lo: int, hi: int, chunk: int, n_chunks: int) -> tuple[np.ndarray, int]:
-        """First bin and the widest run of bins of every chunk of points ``lo:hi``."""
-        first = np.zeros(n_chunks, dtype=np.int64)
-        band = 0
-        for c in range(n_chunks):
-            a, b = lo + c * chunk, min(lo + (c + 1) * chunk, hi)
-            cols = w.indices[w.indptr[a] : w.indptr[b]]
-            if cols.size:
-                first[c] = int(cols.min())
-                band = max(band, int(cols.max()) - int(first[c]) + 1)
-        return first, band
+    def __getstate__(self) -> dict[str, Any]:  # picklable: without the lock and the scratch
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_buf")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _lock=threading.Lock(), _buf=None)
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Bin a block and sum it.
