@@ -61,6 +61,24 @@ def test_block_binner_equals_explicit_binning_and_sum(
         assert tic[r] == pytest.approx(math.fsum(x64[r]), rel=1e-13)
 
 
+@pytest.mark.parametrize("n_points", [20000, 60])
+def test_float64_rows_read_in_place_equal_the_copied_float32_and_strided_ones(n_points):
+    mz = np.linspace(600, 2100, n_points)  # 60 points: the grid is wider than a row (copied)
+    edges = uniform_edges(700, 2000, 1.0 if n_points > 60 else 30.0)
+    op = BlockBinner(mz, edges, "profile")
+    assert op.dense
+    x32 = np.random.default_rng(4).gamma(2.0, 1.0, (70, n_points)).astype(np.float32)
+    x64 = x32.astype(np.float64)
+    ref = op(x32)
+    for x in (x64, np.asfortranarray(x64), x64[:, ::-1][:, ::-1]):
+        got = op(x)
+        np.testing.assert_allclose(got[0], ref[0], rtol=1e-14, atol=1e-14)
+        np.testing.assert_allclose(got[1], ref[1], rtol=1e-14)
+    for r in (0, 69):
+        slow = bin_spectrum(mz, x64[r], edges, "profile")
+        np.testing.assert_allclose(ref[0][r], slow, rtol=1e-12, atol=1e-13)
+
+
 def test_dense_bands_are_used_on_a_dense_axis_and_sparse_product_on_a_sparse_one():
     mz = np.linspace(600, 2100, 20000)
     assert BlockBinner(mz, uniform_edges(700, 2000, 1.0), "profile").dense
@@ -165,6 +183,10 @@ def test_prefetching_blocks_equal_pyimzml_and_the_plain_reader(tmp_path, block):
     for i in range(11):
         np.testing.assert_array_equal(got[i], p.getspectrum(i)[1])
     np.testing.assert_array_equal(got, np.concatenate([b for _, b in plain]))
+    with open_imzml(path) as r:  # cast in the reading thread
+        cast = list(r.iter_blocks(block, prefetch=True, dtype=np.float64))
+    assert all(b.dtype == np.float64 for _, b in cast)
+    np.testing.assert_array_equal(np.concatenate([b for _, b in cast]), got.astype(np.float64))
 
 
 def _prefetch_threads() -> int:

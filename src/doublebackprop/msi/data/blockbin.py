@@ -8,7 +8,8 @@ bands ``(n_chunks, band, chunk)``. The last row of every band is all ones, which
 total ion count (a linear, per-spectrum sum) a by-product of the same product. A block ``X``
 (n, L) is then
 
-1. copied once into a float64 scratch buffer (a few spectra at a time, so it stays in cache),
+1. copied once into a float64 scratch buffer, ``_ROWS`` spectra at a time (float64 rows, e.g.
+   cast by a prefetching reader's thread, are read in place),
 2. multiplied by the bands in one batched BLAS product (``np.matmul``),
 3. scattered onto the K bins (+ the TIC) by a small 0/1 sparse matrix (the bands overlap),
 
@@ -81,7 +82,9 @@ class BlockBinner:
         point = np.repeat(np.arange(self.n_points), np.diff(w.indptr))  # of every entry
         lo, hi = (int(point[0]), int(point[-1]) + 1) if point.size else (0, 0)
         n_chunks = -(-(hi - lo) // chunk)
-        owner = (point - lo) // chunk  # the chunk of every entry
+        start = max(0, min(lo, self.n_points - n_chunks * chunk))  # grid inside a row if it fits
+        n_chunks = -(-(hi - start) // chunk)
+        owner = (point - start) // chunk  # the chunk of every entry
         first = np.full(n_chunks, self.n_bins, dtype=np.int64)
         last = np.zeros(n_chunks, dtype=np.int64)
         np.minimum.at(first, owner, w.indices)
@@ -99,7 +102,7 @@ class BlockBinner:
         # dense bands (n_chunks, band + 1, chunk): band row b of chunk c feeds bin first[c] + b;
         # the last row (ones) feeds the TIC, index K
         bands = np.zeros((n_chunks, band + 1, chunk))
-        bands[owner, w.indices - first[owner], (point - lo) % chunk] = w.data
+        bands[owner, w.indices - first[owner], (point - start) % chunk] = w.data
         bands[:, band] = 1.0
         target = first[:, None] + np.arange(band + 1)[None, :]
         target[:, band] = k
@@ -109,7 +112,7 @@ class BlockBinner:
             (np.ones(int(keep.sum())), (target[keep], np.flatnonzero(keep.ravel()))),
             shape=(k + 1, n_chunks * (band + 1)),
         )
-        self._lo, self._hi, self._n_chunks, self._chunk = lo, hi, n_chunks, chunk
+        self._start, self._n_chunks, self._chunk = start, n_chunks, chunk
 
     def __getstate__(self) -> dict[str, Any]:  # picklable: without the lock and the scratch
         return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_buf")}
@@ -142,14 +145,20 @@ class BlockBinner:
         return out[: self.n_bins].T, out[self.n_bins]
 
     def _dense(self, x: np.ndarray, out: np.ndarray) -> None:
-        lo, hi, nc, c = self._lo, self._hi, self._n_chunks, self._chunk
+        g, nc, c = self._start, self._n_chunks, self._chunk
         n, width = x.shape[0], nc * c
-        if self._buf is None:  # band points (zero-padded to whole chunks), then the others
-            self._buf = np.zeros((_ROWS, width + self.n_points - (hi - lo)))
-        buf = self._buf[:n]
-        buf[:, : hi - lo] = x[:, lo:hi]  # the one float64 copy
-        buf[:, width : width + lo] = x[:, :lo]
-        buf[:, width + lo :] = x[:, hi:]
-        part = np.matmul(self._bands_w, buf[:, :width].reshape(n, nc, c).transpose(1, 2, 0))
+        inside = min(width, self.n_points - g)  # the grid's points that exist in a row
+        if x.dtype == np.float64 and x.strides[1] == x.itemsize and inside == width:
+            grid = x[:, g : g + width]  # float64 rows already: the bands read them in place
+            rest = x[:, :g].sum(axis=1) + x[:, g + width :].sum(axis=1)
+        else:
+            if self._buf is None:  # the grid's points (zero-padded to whole chunks), the others
+                self._buf = np.zeros((_ROWS, width + self.n_points - inside))
+            buf = self._buf[:n]
+            buf[:, :inside] = x[:, g : g + inside]  # the one float64 copy
+            buf[:, width : width + g] = x[:, :g]
+            buf[:, width + g :] = x[:, g + inside :]
+            grid, rest = buf[:, :width], buf[:, width:].sum(axis=1)
+        part = np.matmul(self._bands_w, grid.reshape(n, nc, c).transpose(1, 2, 0))
         out[...] = self._scatter @ part.reshape(-1, n)
-        out[self.n_bins] += buf[:, width:].sum(axis=1)
+        out[self.n_bins] += rest

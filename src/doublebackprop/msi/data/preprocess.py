@@ -158,6 +158,7 @@ class Bin(Step):
     edges: tuple[float, ...] = field(default=())
     method: str = "profile"
     pad: bool = False
+    _edge_array: ClassVar[np.ndarray]  # per instance: the edges converted once (not a field)
 
     def __post_init__(self) -> None:
         legacy = {"mean": "profile", "sum": "centroid"}
@@ -166,18 +167,18 @@ class Bin(Step):
             raise ValueError(f"Bin: method must be one of {KINDS}, got {self.method!r}")
         if len(self.edges) < 2 or not np.all(np.diff(self.edges) > 0):
             raise ValueError("Bin: needs at least two strictly increasing edges")
+        object.__setattr__(self, "_edge_array", np.asarray(self.edges, dtype=np.float64))
 
     def centers(self) -> np.ndarray:
         """``(K,)`` bin centres: the output axis."""
-        e = np.asarray(self.edges)
-        return 0.5 * (e[1:] + e[:-1])
+        return 0.5 * (self._edge_array[1:] + self._edge_array[:-1])
 
     def check_covers(self, lo: float, hi: float, what: str = "the spectra") -> None:
         """Raise unless ``[lo, hi]`` covers every bin (or ``pad``, or centroid data, whose bins
         without a centroid are 0 by the rule: nothing is interpolated)."""
         if self.method == "centroid" or self.pad:
             return
-        if uncovered_bins(lo, hi, np.asarray(self.edges)).any():
+        if uncovered_bins(lo, hi, self._edge_array).any():
             raise ValueError(
                 f"Bin: the bins span {self.edges[0]:g}–{self.edges[-1]:g} but {what} cover only "
                 f"{lo:g}–{hi:g}; choose a range inside the data or pad with zeros (pad=True)"
@@ -185,7 +186,7 @@ class Bin(Step):
 
     def bin_one(self, mz: np.ndarray, values: np.ndarray) -> np.ndarray:
         """One spectrum on its own axis, (K,) float64 (no coverage check)."""
-        return bin_spectrum(mz, values, np.asarray(self.edges), self.method)
+        return bin_spectrum(mz, values, self._edge_array, self.method)
 
     def _operator(self, mz: np.ndarray) -> BlockBinner:
         """The rule on ``mz`` as a block operator; kept for the last axis seen (the blocks
@@ -193,7 +194,7 @@ class Bin(Step):
         cached = getattr(self, "_cached", None)
         if cached is not None and cached[0].shape == mz.shape and np.array_equal(cached[0], mz):
             return cached[1]
-        op = BlockBinner(mz, np.asarray(self.edges), self.method)
+        op = BlockBinner(mz, self._edge_array, self.method)
         object.__setattr__(self, "_cached", (mz.copy(), op))
         return op
 

@@ -318,16 +318,17 @@ class ImzMLReader:
         return self._check_values(out, idx)
 
     def iter_blocks(
-        self, block_size: int = 2048, *, prefetch: bool = False
+        self, block_size: int = 2048, *, prefetch: bool = False, dtype: type | None = None
     ) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(start, block)`` for consecutive blocks of a continuous file (each a new
-        array). With ``prefetch`` the next block is read (and checked) in a background thread
-        while the caller works on the current one: up to three blocks in memory."""
+        """Yield ``(start, block)``: consecutive blocks of a continuous file, new arrays (of
+        ``dtype`` if given). With ``prefetch`` the next block is read, checked and cast in a
+        background thread while the caller works on the current one (three blocks at most)."""
         if block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {block_size}")
         self.mz_axis()  # opens the file here, not in the reading thread
+        as_dt = np.dtype(dtype or self.intensity_dtype)
         starts = range(0, self.n_spectra, block_size)
-        blocks = ((s, self.read_block(s, s + block_size)) for s in starts)
+        blocks = ((s, self.read_block(s, s + block_size).astype(as_dt, copy=False)) for s in starts)
         return _prefetch(blocks) if prefetch else blocks
 
     def spectrum(self, i: int) -> tuple[np.ndarray, np.ndarray]:
