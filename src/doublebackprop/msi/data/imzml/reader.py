@@ -351,9 +351,9 @@ class ImzMLReader:
             mz = self.mz_axis()
         else:
             mz = self._array(int(self._mz_off[i]), n, int(self._mz_enc[i]), self.mz_dtype, i)
-            mz = mz.astype(np.float64)
+            mz = mz.astype(np.float64, copy=False)  # a view of this read's own buffer
         it = self._array(int(self._int_off[i]), n, int(self._int_enc[i]), self.intensity_dtype, i)
-        it = self._check_values(it.copy(), i)
+        it = self._check_values(it, i)  # likewise: no copy needed
         d = np.diff(mz)
         if np.any(d <= 0) or not np.all(np.isfinite(mz)):
             if not self.repair or not np.all(np.isfinite(mz)):
