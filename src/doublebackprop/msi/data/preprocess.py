@@ -23,13 +23,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from doublebackprop.msi.data.binning import (
-    KINDS,
-    bin_spectrum,
-    inner_edges,
-    uncovered_bins,
-    uniform_edges,
-)
+from doublebackprop.msi.data import binning
+from doublebackprop.msi.data.binning import inner_edges, uniform_edges
 from doublebackprop.msi.data.blockbin import BlockBinner
 
 __all__ = [
@@ -163,8 +158,8 @@ class Bin(Step):
     def __post_init__(self) -> None:
         legacy = {"mean": "profile", "sum": "centroid"}
         object.__setattr__(self, "method", legacy.get(self.method, self.method))
-        if self.method not in KINDS:
-            raise ValueError(f"Bin: method must be one of {KINDS}, got {self.method!r}")
+        if self.method not in binning.KINDS:
+            raise ValueError(f"Bin: method must be one of {binning.KINDS}, got {self.method!r}")
         if len(self.edges) < 2 or not np.all(np.diff(self.edges) > 0):
             raise ValueError("Bin: needs at least two strictly increasing edges")
         object.__setattr__(self, "_edge_array", np.asarray(self.edges, dtype=np.float64))
@@ -178,7 +173,7 @@ class Bin(Step):
         without a centroid are 0 by the rule: nothing is interpolated)."""
         if self.method == "centroid" or self.pad:
             return
-        if uncovered_bins(lo, hi, self._edge_array).any():
+        if binning.uncovered_bins(lo, hi, self._edge_array).any():
             raise ValueError(
                 f"Bin: the bins span {self.edges[0]:g}–{self.edges[-1]:g} but {what} cover only "
                 f"{lo:g}–{hi:g}; choose a range inside the data or pad with zeros (pad=True)"
@@ -186,7 +181,7 @@ class Bin(Step):
 
     def bin_one(self, mz: np.ndarray, values: np.ndarray) -> np.ndarray:
         """One spectrum on its own axis, (K,) float64 (no coverage check)."""
-        return bin_spectrum(mz, values, self._edge_array, self.method)
+        return binning.bin_spectrum(mz, values, self._edge_array, self.method)
 
     def _operator(self, mz: np.ndarray) -> BlockBinner:
         """The rule on ``mz`` as a block operator; kept for the last axis seen (the blocks
@@ -199,23 +194,28 @@ class Bin(Step):
         return op
 
     def apply(self, mz: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if mz.size:
-            self.check_covers(float(mz[0]), float(mz[-1]), "the axis")
-        binned, _ = self._operator(mz)(x)  # the whole block in one product, in float64
-        return self.centers(), binned.astype(x.dtype)
+        return self.apply_normalised(mz, x, None)
 
     def apply_normalised(
-        self, mz: np.ndarray, x: np.ndarray, tic: TICNormalize
+        self, mz: np.ndarray, x: np.ndarray, tic: TICNormalize | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``self(*tic(mz, x))`` in one pass over ``x``: the TIC is linear and per spectrum, so
-        it is summed by the same product that bins (:class:`BlockBinner`) and the binned rows
-        are scaled afterwards (equal to the two steps up to float rounding; float64 inside)."""
+        """``self(*tic(mz, x))`` in one pass over the block: the TIC is linear and per spectrum,
+        so the product that bins (:class:`BlockBinner`, float64) sums it too, and the binned
+        rows are scaled afterwards (equal to the two steps up to float rounding).
+
+        Parameters
+        ----------
+        mz : ``(L,)`` axis of the spectra.
+        x : ``(N, L)`` spectra (the result has their dtype).
+        tic : the normalisation fused into the product; None bins only.
+        """
         mz, x = _as_block(mz, x)
         if mz.size:
             self.check_covers(float(mz[0]), float(mz[-1]), "the axis")
-        binned, total = self._operator(mz)(x)
-        scale = tic.scale(total, x.shape[1])
-        return self.centers(), (binned * scale[:, None]).astype(x.dtype)
+        binned, total = self._operator(mz)(x)  # the whole block in one product
+        if tic is not None:
+            binned = binned * tic.scale(total, x.shape[1])[:, None]
+        return self.centers(), binned.astype(x.dtype)
 
 
 @dataclass(frozen=True)
