@@ -20,7 +20,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["KINDS", "bin_operator", "bin_spectrum", "bin_weights", "uncovered_bins"]
+__all__ = [
+    "KINDS",
+    "bin_operator",
+    "bin_spectrum",
+    "bin_weights",
+    "inner_edges",
+    "uncovered_bins",
+    "uniform_edges",
+]
 
 #: the binning rules, by spectrum type
 KINDS = ("profile", "centroid")
@@ -128,3 +136,26 @@ def uncovered_bins(lo: float, hi: float, edges: np.ndarray) -> np.ndarray:
     e = np.asarray(edges, dtype=np.float64)
     tol = 1e-9 * max(abs(lo), abs(hi), 1.0)
     return (e[:-1] < lo - tol) | (e[1:] > hi + tol)
+
+
+def uniform_edges(mz_min: float, mz_max: float, width: float) -> np.ndarray:
+    """Bin edges of width ``width`` from ``mz_min`` (the last bin ends at or after ``mz_max``)."""
+    if width <= 0 or not mz_min < mz_max:
+        raise ValueError(
+            f"bin width must be > 0 and mz_min < mz_max (got {width}, {mz_min}, {mz_max})"
+        )
+    n = int(np.ceil((mz_max - mz_min) / width - 1e-9))
+    return mz_min + width * np.arange(n + 1, dtype=np.float64)
+
+
+def inner_edges(mz_min: float, mz_max: float, width: float) -> np.ndarray:
+    """Bin edges of width ``width`` from ``mz_min`` whose last bin ends at or before ``mz_max``
+    (the bins of a measured range that must not reach beyond the data)."""
+    if width <= 0 or not mz_min < mz_max:
+        raise ValueError(
+            f"bin width must be > 0 and mz_min < mz_max (got {width}, {mz_min}, {mz_max})"
+        )
+    n = int(np.floor((mz_max - mz_min) / width + 1e-9))
+    if n < 1:
+        raise ValueError(f"the range {mz_min:g}–{mz_max:g} is narrower than one bin of {width:g}")
+    return mz_min + width * np.arange(n + 1, dtype=np.float64)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from doublebackprop.common.prefetch import prefetch
 from doublebackprop.msi.data.annotations import (
     AnnotationColumns,
     Annotations,
@@ -263,25 +264,28 @@ def iter_table_blocks(
     """Yield ``(rows, mz, block)``: row indices into ``plan.annotations``, the output axis and
     the (len(rows), L) float32 preprocessed spectra. Memory is bounded by ``block_size``.
 
-    Continuous files go through the pipeline a block at a time; processed spectra one by one,
+    Continuous files go through the pipeline a block at a time (the next block is read in a
+    background thread meanwhile: at most three blocks of a file in memory); processed spectra
     each on its own points. Both apply the same rule, so a spectrum gives the same features
     whichever mode stores it."""
     ann = plan.annotations
     last = plan.pipeline.steps[-1]
     for fname, reader in plan.readers.items():
         rows_f = np.flatnonzero(ann.file == fname)
-        for s in range(0, len(rows_f), block_size):
-            rows = rows_f[s : s + block_size]
-            idx = plan.spectrum_index[rows]
-            if reader.mode == "continuous":
-                mz, block = reader.mz_axis(), reader.read_rows(idx)
+        parts = [rows_f[s : s + block_size] for s in range(0, len(rows_f), block_size)]
+        if reader.mode == "continuous":  # the next block is read while this one is processed
+            mz = reader.mz_axis()
+            reads = ((rows, reader.read_rows(plan.spectrum_index[rows])) for rows in parts)
+            for rows, block in prefetch(reads):
                 if not np.issubdtype(block.dtype, np.floating):
                     block = block.astype(np.float64)
                 out_mz, out = plan.pipeline(mz, block)
-            else:
-                assert isinstance(last, Bin)
-                out_mz, out = last.centers(), _processed_block(plan, reader, idx)
-            yield rows, out_mz, out.astype(np.float32)
+                yield rows, out_mz, out.astype(np.float32)
+        else:
+            assert isinstance(last, Bin)
+            for rows in parts:
+                out = _processed_block(plan, reader, plan.spectrum_index[rows])
+                yield rows, last.centers(), out.astype(np.float32)
 
 
 def load_table(

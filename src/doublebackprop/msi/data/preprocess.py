@@ -23,7 +23,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from doublebackprop.msi.data.binning import KINDS, bin_operator, bin_spectrum, uncovered_bins
+from doublebackprop.msi.data import binning
+from doublebackprop.msi.data.binning import inner_edges, uniform_edges
+from doublebackprop.msi.data.blockbin import BlockBinner
 
 __all__ = [
     "Bin",
@@ -93,8 +95,19 @@ class TICNormalize(Step):
     on_zero: str = "keep"
 
     def apply(self, mz: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        tic = x.sum(axis=1, keepdims=True, dtype=np.float64)
-        zero = (tic[:, 0] <= 0) | ~np.isfinite(tic[:, 0])
+        scale = self.scale(x.sum(axis=1, dtype=np.float64), x.shape[1])
+        return mz, x * scale[:, None].astype(x.dtype)  # float32 in, float32 out
+
+    def scale(self, tic: np.ndarray, n_points: int) -> np.ndarray:
+        """``(N,)`` float64 factors ``target * n_points / tic`` (0 for a zero or non-finite TIC,
+        or :class:`ValueError` with ``on_zero="raise"``).
+
+        Parameters
+        ----------
+        tic : ``(N,)`` total ion counts (summed in float64).
+        n_points : number of points each total was summed over.
+        """
+        zero = (tic <= 0) | ~np.isfinite(tic)
         if zero.any():
             if self.on_zero == "raise":
                 raise ValueError(
@@ -102,10 +115,7 @@ class TICNormalize(Step):
                     f"(first: row {int(np.flatnonzero(zero)[0])} of the block)"
                 )
             logger.warning("TICNormalize: %d all-zero spectra kept as zeros", int(zero.sum()))
-        scale = np.where(
-            zero[:, None], 0.0, self.target * x.shape[1] / np.where(zero[:, None], 1, tic)
-        )
-        return mz, x * scale.astype(x.dtype)  # float32 in, float32 out (TIC summed in float64)
+        return np.where(zero, 0.0, self.target * n_points / np.where(zero, 1, tic))
 
 
 @dataclass(frozen=True)
@@ -128,29 +138,6 @@ class Crop(Step):
         return mz[lo:hi], x[:, lo:hi]
 
 
-def uniform_edges(mz_min: float, mz_max: float, width: float) -> np.ndarray:
-    """Bin edges of width ``width`` from ``mz_min`` (the last bin ends at or after ``mz_max``)."""
-    if width <= 0 or not mz_min < mz_max:
-        raise ValueError(
-            f"bin width must be > 0 and mz_min < mz_max (got {width}, {mz_min}, {mz_max})"
-        )
-    n = int(np.ceil((mz_max - mz_min) / width - 1e-9))
-    return mz_min + width * np.arange(n + 1, dtype=np.float64)
-
-
-def inner_edges(mz_min: float, mz_max: float, width: float) -> np.ndarray:
-    """Bin edges of width ``width`` from ``mz_min`` whose last bin ends at or before ``mz_max``
-    (the bins of a measured range that must not reach beyond the data)."""
-    if width <= 0 or not mz_min < mz_max:
-        raise ValueError(
-            f"bin width must be > 0 and mz_min < mz_max (got {width}, {mz_min}, {mz_max})"
-        )
-    n = int(np.floor((mz_max - mz_min) / width + 1e-9))
-    if n < 1:
-        raise ValueError(f"the range {mz_min:g}–{mz_max:g} is narrower than one bin of {width:g}")
-    return mz_min + width * np.arange(n + 1, dtype=np.float64)
-
-
 @dataclass(frozen=True)
 class Bin(Step):
     """Bin onto fixed ``edges`` (fitted once; stored with the dataset) by the rule of
@@ -166,26 +153,27 @@ class Bin(Step):
     edges: tuple[float, ...] = field(default=())
     method: str = "profile"
     pad: bool = False
+    _edge_array: ClassVar[np.ndarray]  # per instance: the edges converted once (not a field)
 
     def __post_init__(self) -> None:
         legacy = {"mean": "profile", "sum": "centroid"}
         object.__setattr__(self, "method", legacy.get(self.method, self.method))
-        if self.method not in KINDS:
-            raise ValueError(f"Bin: method must be one of {KINDS}, got {self.method!r}")
+        if self.method not in binning.KINDS:
+            raise ValueError(f"Bin: method must be one of {binning.KINDS}, got {self.method!r}")
         if len(self.edges) < 2 or not np.all(np.diff(self.edges) > 0):
             raise ValueError("Bin: needs at least two strictly increasing edges")
+        object.__setattr__(self, "_edge_array", np.asarray(self.edges, dtype=np.float64))
 
     def centers(self) -> np.ndarray:
         """``(K,)`` bin centres: the output axis."""
-        e = np.asarray(self.edges)
-        return 0.5 * (e[1:] + e[:-1])
+        return 0.5 * (self._edge_array[1:] + self._edge_array[:-1])
 
     def check_covers(self, lo: float, hi: float, what: str = "the spectra") -> None:
         """Raise unless ``[lo, hi]`` covers every bin (or ``pad``, or centroid data, whose bins
         without a centroid are 0 by the rule: nothing is interpolated)."""
         if self.method == "centroid" or self.pad:
             return
-        if uncovered_bins(lo, hi, np.asarray(self.edges)).any():
+        if binning.uncovered_bins(lo, hi, self._edge_array).any():
             raise ValueError(
                 f"Bin: the bins span {self.edges[0]:g}–{self.edges[-1]:g} but {what} cover only "
                 f"{lo:g}–{hi:g}; choose a range inside the data or pad with zeros (pad=True)"
@@ -193,26 +181,41 @@ class Bin(Step):
 
     def bin_one(self, mz: np.ndarray, values: np.ndarray) -> np.ndarray:
         """One spectrum on its own axis, (K,) float64 (no coverage check)."""
-        return bin_spectrum(mz, values, np.asarray(self.edges), self.method)
+        return binning.bin_spectrum(mz, values, self._edge_array, self.method)
 
-    def _operator(self, mz: np.ndarray) -> Any:
-        """(K, L) CSR matrix of the rule on ``mz``; kept for the last axis seen (the blocks
+    def _operator(self, mz: np.ndarray) -> BlockBinner:
+        """The rule on ``mz`` as a block operator; kept for the last axis seen (the blocks
         of one file share it)."""
         cached = getattr(self, "_cached", None)
         if cached is not None and cached[0].shape == mz.shape and np.array_equal(cached[0], mz):
             return cached[1]
-        op = bin_operator(mz, np.asarray(self.edges), self.method).T.tocsr()
+        op = BlockBinner(mz, self._edge_array, self.method)
         object.__setattr__(self, "_cached", (mz.copy(), op))
         return op
 
     def apply(self, mz: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.apply_normalised(mz, x, None)
+
+    def apply_normalised(
+        self, mz: np.ndarray, x: np.ndarray, tic: TICNormalize | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``self(*tic(mz, x))`` in one pass over the block: the TIC is linear and per spectrum,
+        so the product that bins (:class:`BlockBinner`, float64) sums it too, and the binned
+        rows are scaled afterwards (equal to the two steps up to float rounding).
+
+        Parameters
+        ----------
+        mz : ``(L,)`` axis of the spectra.
+        x : ``(N, L)`` spectra (the result has their dtype).
+        tic : the normalisation fused into the product; None bins only.
+        """
+        mz, x = _as_block(mz, x)
         if mz.size:
             self.check_covers(float(mz[0]), float(mz[-1]), "the axis")
-        op = self._operator(mz)
-        out = np.empty((x.shape[0], op.shape[0]), dtype=x.dtype)
-        for r in range(x.shape[0]):  # one sparse mat-vec per spectrum (in cache, float64)
-            out[r] = op @ x[r]
-        return self.centers(), out
+        binned, total = self._operator(mz)(x)  # the whole block in one product
+        if tic is not None:
+            binned = binned * tic.scale(total, x.shape[1])[:, None]
+        return self.centers(), binned.astype(x.dtype)
 
 
 @dataclass(frozen=True)
@@ -363,8 +366,17 @@ class Pipeline:
     steps: tuple[Step, ...] = ()
 
     def __call__(self, mz: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        for s in self.steps:
-            mz, x = s(mz, x)
+        """Apply the steps; a :class:`TICNormalize` directly followed by a :class:`Bin` runs
+        fused (:meth:`Bin.apply_normalised`: one pass over the block instead of two)."""
+        steps, i = self.steps, 0
+        while i < len(steps):
+            step, nxt = steps[i], steps[i + 1] if i + 1 < len(steps) else None
+            if type(step) is TICNormalize and type(nxt) is Bin:  # exact types: no subclass
+                mz, x = nxt.apply_normalised(mz, x, step)
+                i += 2
+            else:
+                mz, x = step(mz, x)
+                i += 1
         return mz, x
 
     def to_json(self) -> str:

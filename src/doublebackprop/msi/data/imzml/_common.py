@@ -4,6 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 
 def _norm_uuid(value: Any) -> str:
     return str(value).strip().strip("{}").replace("-", "").lower()
+
+
+def _finite_nonnegative(values: np.ndarray) -> bool:
+    """Whether every value is finite and >= 0, in one integer reduction for float arrays: read as
+    unsigned integers, the bit patterns of the finite non-negative floats are exactly those
+    below the pattern of +inf (the sign bit makes every negative, and -0.0, larger). False
+    only sends the caller to its exact element-wise check."""
+    if values.dtype.kind == "f" and values.dtype.itemsize in (4, 8):
+        bits = values.view(np.uint32 if values.dtype.itemsize == 4 else np.uint64)
+        return bool(bits.max() < np.array(np.inf, dtype=values.dtype).view(bits.dtype))
+    return bool(np.isfinite(values.sum()) and values.min() >= 0)

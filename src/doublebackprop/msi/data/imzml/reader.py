@@ -33,7 +33,8 @@ from types import TracebackType
 
 import numpy as np
 
-from doublebackprop.msi.data.imzml._common import _norm_uuid
+from doublebackprop.common.prefetch import prefetch as _prefetch
+from doublebackprop.msi.data.imzml._common import _finite_nonnegative, _norm_uuid
 from doublebackprop.msi.data.imzml._compression import compression, encoded_lengths
 
 __all__ = ["ImzMLReader", "open_imzml"]
@@ -49,7 +50,7 @@ def _ibd_path(imzml: Path) -> Path:
 
 
 class ImzMLReader:
-    """Memory-mapped reader of one imzML/ibd pair.
+    """Reader of one imzML/ibd pair (bounded-window reads of the ``.ibd``).
 
     Parameters
     ----------
@@ -155,12 +156,9 @@ class ImzMLReader:
                 f"{bad.size} spectra affected"
             )
         if self.mode == "continuous" and self.n_spectra:
-            if np.any(self._mz_off != self._mz_off[0]) or np.any(self._mz_enc != self._mz_enc[0]):
-                i = int(
-                    np.flatnonzero(
-                        (self._mz_off != self._mz_off[0]) | (self._mz_enc != self._mz_enc[0])
-                    )[0]
-                )
+            differs = (self._mz_off != self._mz_off[0]) | (self._mz_enc != self._mz_enc[0])
+            if differs.any():
+                i = int(np.flatnonzero(differs)[0])
                 raise ValueError(f"{self._where(i)}: continuous file but m/z array differs")
             if np.any(self._int_len != self._mz_len[0]):
                 i = int(np.flatnonzero(self._int_len != self._mz_len[0])[0])
@@ -222,8 +220,8 @@ class ImzMLReader:
     def _check_values(self, values: np.ndarray, first: int | np.ndarray) -> np.ndarray:
         """NaN/negative check of a (n, L) or (L,) block of spectra ``first``, ``first + 1``, …
         (or of the spectrum indices ``first``)."""
-        if values.size == 0 or (np.isfinite(values.sum()) and values.min() >= 0):
-            return values  # fast path: two reductions in the native dtype, no temporaries
+        if values.size == 0 or _finite_nonnegative(values):
+            return values  # fast path: one reduction over the bit patterns, no temporaries
         bad = ~np.isfinite(values) | (values < 0)
         if not bad.any():
             return values
@@ -261,12 +259,8 @@ class ImzMLReader:
         return self._mz_axis
 
     def read_block(self, start: int, stop: int) -> np.ndarray:
-        """Intensities of spectra ``start:stop`` of a continuous file.
-
-        Returns
-        -------
-        (stop - start, L) array in the file's intensity dtype (a copy).
-        """
+        """Intensities of spectra ``start:stop`` of a continuous file: a new ``(stop - start,
+        L)`` array in the file's intensity dtype."""
         start, stop = max(0, start), min(stop, self.n_spectra)
         return self.read_rows(np.arange(start, max(start, stop)))
 
@@ -323,10 +317,19 @@ class ImzMLReader:
             s = e
         return self._check_values(out, idx)
 
-    def iter_blocks(self, block_size: int = 2048) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(start, block)`` for consecutive blocks of a continuous file."""
-        for s in range(0, self.n_spectra, block_size):
-            yield s, self.read_block(s, s + block_size)
+    def iter_blocks(
+        self, block_size: int = 2048, *, prefetch: bool = False, dtype: type | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(start, block)``: consecutive blocks of a continuous file, new arrays (of
+        ``dtype`` if given). With ``prefetch`` the next block is read, checked and cast in a
+        background thread while the caller works on the current one (three blocks at most)."""
+        if block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {block_size}")
+        self.mz_axis()  # opens the file here, not in the reading thread
+        as_dt = np.dtype(dtype or self.intensity_dtype)
+        starts = range(0, self.n_spectra, block_size)
+        blocks = ((s, self.read_block(s, s + block_size).astype(as_dt, copy=False)) for s in starts)
+        return _prefetch(blocks) if prefetch else blocks
 
     def spectrum(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """m/z (float64) and intensity arrays of spectrum ``i`` (any mode), validated."""
@@ -348,9 +351,9 @@ class ImzMLReader:
             mz = self.mz_axis()
         else:
             mz = self._array(int(self._mz_off[i]), n, int(self._mz_enc[i]), self.mz_dtype, i)
-            mz = mz.astype(np.float64)
+            mz = mz.astype(np.float64, copy=False)  # a view of this read's own buffer
         it = self._array(int(self._int_off[i]), n, int(self._int_enc[i]), self.intensity_dtype, i)
-        it = self._check_values(it.copy(), i)
+        it = self._check_values(it, i)  # likewise: no copy needed
         d = np.diff(mz)
         if np.any(d <= 0) or not np.all(np.isfinite(mz)):
             if not self.repair or not np.all(np.isfinite(mz)):
