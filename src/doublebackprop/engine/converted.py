@@ -14,6 +14,7 @@ from doublebackprop.engine._torch_compat import (
     convolution_backward,
     functorch_active,
     leaky_relu_backward,
+    max_pool2d_backward,
     relu_backward,
     will_engine_execute,
 )
@@ -169,8 +170,9 @@ class _AdjointConvMixin(AdjointModule):
             return self.forward(x.unsqueeze(0)).squeeze(0)
         pre, op, config = self._operator()
         x = pad_last_dims(x, pre)
-        # A view makes the weight a non-leaf input, so the engine can tell whether it needs it.
-        w, bias = self.weight.view_as(self.weight), self.bias
+        # The parameters go in as they are: the engine tells whether it needs a leaf's gradient
+        # (see ``will_engine_execute``), and a view would add a node and an op per step.
+        w, bias = self.weight, self.bias
         dtype = autocast_dtype(x)
         if dtype is not None:  # what autocast does to a stock conv: everything in its dtype
             x, w = x.to(dtype), w.to(dtype)
@@ -207,8 +209,9 @@ class _ReLUFn(torch.autograd.Function):
         (out,) = ctx.saved_tensors
         # The fused stock kernel on a *detached* output: differentiable in ``grad`` (by itself),
         # with no edge back to the pre-activations, and it saves nothing new (``out`` is
-        # already saved by the forward).
-        return relu_backward(grad, out.detach())
+        # already saved by the forward). Outside a create-graph backward nothing records an
+        # edge, so the detach is skipped (the plain step runs stock's ops, no more).
+        return relu_backward(grad, out.detach() if torch.is_grad_enabled() else out)
 
 
 class _ReLUInplaceFn(torch.autograd.Function):
@@ -246,7 +249,9 @@ class _LeakyReLUFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         (saved,) = ctx.saved_tensors
-        return leaky_relu_backward(grad, saved.detach(), ctx.slope, ctx.saved_is_output), None
+        if torch.is_grad_enabled():
+            saved = saved.detach()
+        return leaky_relu_backward(grad, saved, ctx.slope, ctx.saved_is_output), None
 
 
 class _LeakyReLUInplaceFn(torch.autograd.Function):
@@ -264,7 +269,9 @@ class _LeakyReLUInplaceFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         (out,) = ctx.saved_tensors
-        return leaky_relu_backward(grad, out.detach(), ctx.slope, True), None
+        if torch.is_grad_enabled():
+            out = out.detach()
+        return leaky_relu_backward(grad, out, ctx.slope, True), None
 
 
 class AdjointReLU(AdjointModule, nn.ReLU):
@@ -282,6 +289,59 @@ class AdjointLeakyReLU(AdjointModule, nn.LeakyReLU):
         return fn_apply(_LeakyReLUFn, x, slope)
 
 
+def _max_pool_backward(grad: Tensor, x: Tensor, idx: Tensor, config: tuple) -> Tensor:
+    """Stock's fused max-pool backward (a scatter-add of ``grad`` at the argmax indices)."""
+    nd, kernel, stride, padding, dilation, ceil_mode = config
+    if nd == 1:  # what stock's 1-D pooling runs: the 2-D kernel on an inserted unit dim
+        return max_pool2d_backward(
+            grad.unsqueeze(-2),
+            x.unsqueeze(-2),
+            [1, *kernel],
+            [1, *stride],
+            [0, *padding],
+            [1, *dilation],
+            ceil_mode,
+            idx.unsqueeze(-2),
+        ).squeeze(-2)
+    return max_pool2d_backward(grad, x, kernel, stride, padding, dilation, ceil_mode, idx)
+
+
+@dual
+class _MaxPoolFn(torch.autograd.Function):
+    """Max pooling by the stock kernel, backward by stock's fused kernel on the *detached*
+    input: a linear map of ``grad`` with constant argmax indices (its derivative is stock's
+    gather at the same indices) and no edge back to the pooled input."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, pool, config):  # type: ignore[override]
+        _, kernel, stride, padding, dilation, ceil_mode = config
+        return pool(x, kernel, stride, padding, dilation, ceil_mode=ceil_mode, return_indices=True)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[override]
+        x, _, config = inputs
+        idx = output[1]
+        ctx.mark_non_differentiable(idx)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(x, idx)  # what stock saves
+        ctx.config = config
+
+    @staticmethod
+    def backward(ctx, grad, _):  # type: ignore[override]
+        x, idx = ctx.saved_tensors
+        if grad is None:
+            return None, None, None
+        if torch.is_grad_enabled():
+            x = x.detach()
+        return _max_pool_backward(grad, x, idx, ctx.config), None, None
+
+
+def _tuple(value: int | tuple[int, ...], nd: int) -> list[int]:
+    return list(value) if isinstance(value, (tuple, list)) else [int(value)] * nd
+
+
 class _AdjointMaxPoolMixin(AdjointModule):
     _pool = staticmethod(F.max_pool1d)
     _nd = 1
@@ -289,21 +349,18 @@ class _AdjointMaxPoolMixin(AdjointModule):
     def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:  # type: ignore[override]
         if not _batched(x, self._nd):
             return _unbatch(self.forward(x.unsqueeze(0)))
-        with torch.no_grad():
-            out, idx = self._pool(
-                x,
-                self.kernel_size,
-                self.stride,
-                self.padding,
-                self.dilation,
-                ceil_mode=self.ceil_mode,
-                return_indices=True,
-            )
-        # Gather with constant indices: linear in x, backward independent of x.
-        flat = x.flatten(2).gather(2, idx.flatten(2))
-        if self.return_indices:
-            return flat.view_as(out), idx
-        return flat.view_as(out)
+        nd = self._nd
+        stride = self.kernel_size if self.stride is None else self.stride
+        config = (
+            nd,
+            _tuple(self.kernel_size, nd),
+            _tuple(stride, nd),
+            _tuple(self.padding, nd),
+            _tuple(self.dilation, nd),
+            bool(self.ceil_mode),
+        )
+        out, idx = fn_apply(_MaxPoolFn, x, self._pool, config)
+        return (out, idx) if self.return_indices else out
 
 
 class AdjointMaxPool1d(_AdjointMaxPoolMixin, nn.MaxPool1d):
