@@ -33,19 +33,21 @@ from typing import TypeVar
 from torch import nn
 
 from doublebackprop.engine.converted import (
-    AdjointAdaptiveAvgPool1d,
-    AdjointAdaptiveAvgPool2d,
-    AdjointAvgPool1d,
-    AdjointAvgPool2d,
     AdjointConv1d,
     AdjointConv2d,
     AdjointLeakyReLU,
-    AdjointMaxPool1d,
-    AdjointMaxPool2d,
     AdjointModule,
     AdjointReLU,
 )
 from doublebackprop.engine.converted_bn import AdjointBatchNorm1d, AdjointBatchNorm2d
+from doublebackprop.engine.converted_pool import (
+    AdjointAdaptiveAvgPool1d,
+    AdjointAdaptiveAvgPool2d,
+    AdjointAvgPool1d,
+    AdjointAvgPool2d,
+    AdjointMaxPool1d,
+    AdjointMaxPool2d,
+)
 from doublebackprop.engine.layers import LocallyConnected1d
 
 __all__ = ["adjoint", "converted", "converting", "is_adjoint", "AdjointModule"]

@@ -3,9 +3,10 @@
 ``doublebackprop bench``.
 
 On Linux with glibc the CPU peak is the kernel's own high-water mark (``VmHWM``, reset through
-``/proc/self/clear_refs``) after ``malloc_trim`` has handed freed memory back, so a step's peak
-is what it needs, not what earlier steps left cached. Elsewhere a sampling thread reads the
-resident set every millisecond.
+``/proc/self/clear_refs``), measured with every block of 64 KiB or more in its own mapping
+(returned to the kernel when freed) and after ``malloc_trim`` has handed cached memory back: the
+peak of what the step keeps alive, not what earlier steps left cached or where the heap
+fragmented. Elsewhere a sampling thread reads the resident set every millisecond.
 """
 
 from __future__ import annotations
@@ -40,8 +41,18 @@ def _saved_bytes(counter: list[int]) -> Iterator[None]:
         yield
 
 
-def step_memory(step: Callable[[], None], device: str) -> tuple[float, float]:
-    """``(saved-or-peak MB, RSS MB)`` of one step (see :class:`BenchRow`)."""
+def step_memory(step: Callable[[], None], device: str, rss_repeats: int = 3) -> tuple[float, float]:
+    """``(saved-or-peak MB, RSS MB)`` of one step (see :class:`BenchRow`).
+
+    Parameters
+    ----------
+    step : callable
+        One training step.
+    device : str
+    rss_repeats : int, default 3
+        Steps whose peak RSS growth is measured on the CPU; the median is returned (a step's
+        peak moves by a few MB between steps with the C library's and oneDNN's own buffers).
+    """
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -52,12 +63,15 @@ def step_memory(step: Callable[[], None], device: str) -> tuple[float, float]:
     counter = [0]
     with _saved_bytes(counter):
         step()
-    return counter[0] / 2**20, _rss_growth(step)
+    readings = sorted(_rss_growth(step) for _ in range(max(1, rss_repeats)))
+    return counter[0] / 2**20, readings[len(readings) // 2]
 
 
 # mallopt parameters (malloc.h) and glibc's defaults for them
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-_DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
+_DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 128 * 1024, 65536
+#: blocks at least this large get their own mapping while a peak is measured
+_EXACT_MMAP_THRESHOLD = 64 * 1024
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -116,15 +130,20 @@ def _peak_rss_growth(step: Callable[[], None]) -> float | None:
     libc = _glibc()
     if libc is None:
         return None
+    libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+    libc.mallopt(_M_MMAP_THRESHOLD, _EXACT_MMAP_THRESHOLD)  # big blocks: own mapping, no reuse
     try:
         libc.malloc_trim(0)  # freed memory back to the kernel: the step's pages are its own
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM to the current RSS
-        base = _status_kb("VmRSS")
-    except OSError:
-        return None
-    step()
-    return (_status_kb("VmHWM") - base) / 1024
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset VmHWM to the current RSS
+            base = _status_kb("VmRSS")
+        except OSError:
+            return None
+        step()
+        return (_status_kb("VmHWM") - base) / 1024
+    finally:
+        libc.mallopt(_M_MMAP_THRESHOLD, _DEFAULT_MMAP_THRESHOLD)
 
 
 def _rss_bytes() -> int:
