@@ -74,16 +74,21 @@ def _step_ops(net: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: int) ->
     return counts
 
 
+@pytest.mark.parametrize("input_grad", [False, True], ids=["plain", "input_requires_grad"])
 @pytest.mark.parametrize("name", sorted(_models()))
-def test_plain_step_runs_exactly_stocks_operations(name):
+def test_plain_step_runs_exactly_stocks_operations(name, input_grad):
+    """Without an input gradient the converted modules run as their stock classes; with an
+    input that requires grad they run their adjoint-built backward, whose not-differentiated
+    branch calls stock's fused kernels: the same operations either way."""
     model, shape, classes = _models()[name]
     model.train()
     fast = dbp.adjoint(copy.deepcopy(model))
     g = torch.Generator().manual_seed(1)
     x = torch.randn(*shape, generator=g)
     y = torch.randint(0, max(classes, 1), (shape[0],), generator=g)
-    stock_ops = _step_ops(model, x, y, classes)
-    fast_ops = _step_ops(fast, x, y, classes)
+    # a fresh input each: its gradient is not accumulated twice
+    stock_ops = _step_ops(model, x.clone().requires_grad_(input_grad), y, classes)
+    fast_ops = _step_ops(fast, x.clone().requires_grad_(input_grad), y, classes)
     extra = {
         k: (stock_ops[k], fast_ops[k]) for k in stock_ops | fast_ops if stock_ops[k] != fast_ops[k]
     }
@@ -165,3 +170,51 @@ def test_max_pool_penalty_sends_nothing_through_the_pooled_input():
             assert bias_grad is None
         else:
             assert bias_grad is not None and float(bias_grad.abs().sum()) == 0.0
+
+
+def _converted_nodes(out: torch.Tensor) -> list[str]:
+    names, stack, seen = [], [out.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        cls = getattr(node, "_forward_cls", None)
+        if cls is not None and cls.__module__.startswith("doublebackprop.engine.converted"):
+            names.append(node.name())
+        stack.extend(n for n, _ in node.next_functions)
+    return names
+
+
+def test_adjoint_path_is_taken_exactly_when_an_input_gradient_can_be_taken():
+    torch.manual_seed(0)
+    net = dbp.adjoint(_models()["resnet_bn"][0])
+    x = torch.randn(2, 3, 8, 8)
+    assert _converted_nodes(net(x)) == []  # a plain forward: stock's graph
+    assert _converted_nodes(net(x.clone().requires_grad_(True)))  # the adjoint path
+    inner = net[0]  # a converted submodule called on its own: the adjoint path
+    assert _converted_nodes(inner(x))
+    with torch.no_grad():
+        assert net(x).grad_fn is None
+    # a forward that raises leaves no decision behind
+    with pytest.raises(RuntimeError):
+        net(torch.randn(2, 5, 8, 8))
+    assert _converted_nodes(inner(x))
+
+
+def test_parameter_double_backward_without_input_gradient_is_stocks():
+    """A penalty on *parameter* gradients (no input gradient) runs the stock modules: the
+    same second derivatives as the stock model, to the bit."""
+    torch.manual_seed(0)
+    stock = _models()["cnn2d_maxpool"][0].double()
+    fast = dbp.adjoint(copy.deepcopy(stock))
+    x = torch.randn(4, 1, 8, 8, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0])
+    result = []
+    for net in (stock, fast):
+        params = list(net.parameters())
+        grads = torch.autograd.grad(F.cross_entropy(net(x), y), params, create_graph=True)
+        norm = sum(g.pow(2).sum() for g in grads)
+        result.append(torch.autograd.grad(norm, params))
+    for a, b in zip(*result):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

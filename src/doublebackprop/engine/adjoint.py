@@ -38,6 +38,8 @@ from doublebackprop.engine.converted import (
     AdjointLeakyReLU,
     AdjointModule,
     AdjointReLU,
+    enter_forward,
+    leave_forward,
 )
 from doublebackprop.engine.converted_bn import AdjointBatchNorm1d, AdjointBatchNorm2d
 from doublebackprop.engine.converted_pool import (
@@ -186,9 +188,19 @@ def adjoint(model: ModuleT) -> ModuleT:
         return model
     _check_convertible(model)
     _, stock = _convert_in_place(model)
+    _add_path_hooks(model)
     if stock:
         warnings.warn(stock_modules_message(stock), stacklevel=2)
     return model
+
+
+def _add_path_hooks(model: nn.Module) -> None:
+    """The hooks that let a forward with no input gradient run the stock modules (see
+    :func:`~doublebackprop.engine.converted.adjoint_path`); once per model."""
+    if enter_forward in model._forward_pre_hooks.values():
+        return
+    model.register_forward_pre_hook(enter_forward, with_kwargs=True)
+    model.register_forward_hook(leave_forward, with_kwargs=True, always_call=True)
 
 
 @contextlib.contextmanager

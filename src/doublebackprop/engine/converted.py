@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import contextvars
+import threading
 from typing import Any, TypeVar
 
 import torch
@@ -24,13 +26,71 @@ from doublebackprop.engine.operators import (
     pad_last_dims,
 )
 
-__all__ = ["AdjointModule", "dual", "fn_apply", "engine_needs"]
+__all__ = ["AdjointModule", "adjoint_path", "enter_forward", "leave_forward", "dual", "fn_apply"]
 
 Tensor = torch.Tensor
 
 
 class AdjointModule:
     """Marker base of converted modules."""
+
+
+# ------------------------------------------------------------------- adjoint or stock path
+#: ``False`` while a converted model runs a forward of which no input gradient can be taken
+_INPUT_GRAD: contextvars.ContextVar[bool | None] = contextvars.ContextVar(
+    "doublebackprop_input_grad", default=None
+)
+_TOKENS = threading.local()
+
+
+def adjoint_path() -> bool:
+    """Whether the converted modules build their backward from the adjoints in this forward.
+
+    ``False`` only inside a forward of a model converted by :func:`doublebackprop.adjoint`
+    whose inputs require no gradient (or with grad mode off): no input gradient can be taken
+    of such a forward, so no input-gradient pass differentiates its backward, and each
+    converted module runs as its stock class (the same outputs, stock's graph, stock's time:
+    a plain training step is the original model's). Anywhere else (an input that requires
+    grad, a submodule called on its own, the ``torch.func`` transforms) the adjoint path.
+    """
+    return _INPUT_GRAD.get() is not False
+
+
+def _requires_grad(obj: object) -> bool | None:
+    """Whether any tensor in ``obj`` (nested tuples, lists, dicts) requires grad; ``None``
+    without tensors."""
+    if isinstance(obj, torch.Tensor):
+        return obj.requires_grad
+    items = obj.values() if isinstance(obj, dict) else obj
+    if not isinstance(obj, (tuple, list, dict)):
+        return None
+    found: bool | None = None
+    for item in items:
+        flag = _requires_grad(item)
+        if flag:
+            return True
+        if flag is not None:
+            found = False
+    return found
+
+
+def enter_forward(module: nn.Module, args: tuple, kwargs: dict) -> None:
+    """Forward pre-hook of a converted model: decides :func:`adjoint_path` for its forward."""
+    if functorch_active():
+        value = None  # transformed tensors do not tell: the adjoint path
+    elif not torch.is_grad_enabled():
+        value = False
+    else:
+        value = _requires_grad((args, kwargs))
+    stack = _TOKENS.__dict__.setdefault("stack", [])
+    stack.append(_INPUT_GRAD.set(value))
+
+
+def leave_forward(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+    """Forward hook (also run when the forward raises): restores the enclosing decision."""
+    stack = _TOKENS.__dict__.get("stack")
+    if stack:
+        _INPUT_GRAD.reset(stack.pop())
 
 
 def _batched(x: Tensor, nd: int) -> bool:
@@ -156,6 +216,8 @@ class _AdjointConvMixin(AdjointModule):
         return state
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        if not adjoint_path():
+            return super().forward(x)  # type: ignore[misc]
         nd = len(self.kernel_size)
         if not _batched(x, nd):
             return self.forward(x.unsqueeze(0)).squeeze(0)
@@ -267,11 +329,15 @@ class _LeakyReLUInplaceFn(torch.autograd.Function):
 
 class AdjointReLU(AdjointModule, nn.ReLU):
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        if not adjoint_path():
+            return super().forward(x)
         return _ReLUInplaceFn.apply(x) if self.inplace else fn_apply(_ReLUFn, x)
 
 
 class AdjointLeakyReLU(AdjointModule, nn.LeakyReLU):
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        if not adjoint_path():
+            return super().forward(x)
         slope = self.negative_slope
         if self.inplace:
             if slope < 0:  # the output's sign no longer tells the branch: stock autograd

@@ -13,7 +13,13 @@ from doublebackprop.engine._torch_compat import (
     check_batch_norm_input,
     legacy_batched,
 )
-from doublebackprop.engine.converted import AdjointModule, dual, engine_needs, fn_apply
+from doublebackprop.engine.converted import (
+    AdjointModule,
+    adjoint_path,
+    dual,
+    engine_needs,
+    fn_apply,
+)
 
 __all__ = ["AdjointBatchNorm1d", "AdjointBatchNorm2d"]
 
@@ -185,6 +191,8 @@ class _BatchNormFn(torch.autograd.Function):
 
 class _AdjointBatchNormMixin(AdjointModule):
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        if not adjoint_path():
+            return super().forward(x)  # type: ignore[misc]
         check_batch_norm_input(self, x)
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from doublebackprop.engine._torch_compat import max_pool2d_backward
-from doublebackprop.engine.converted import AdjointModule, _batched, dual, fn_apply
+from doublebackprop.engine.converted import AdjointModule, _batched, adjoint_path, dual, fn_apply
 from doublebackprop.engine.operators import adaptive_avg_map, avg_pool_map
 
 __all__ = [
@@ -88,6 +88,8 @@ class _AdjointMaxPoolMixin(AdjointModule):
     _nd = 1
 
     def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:  # type: ignore[override]
+        if not adjoint_path():
+            return super().forward(x)  # type: ignore[misc]
         if not _batched(x, self._nd):
             return _unbatch(self.forward(x.unsqueeze(0)))
         nd = self._nd
@@ -135,6 +137,8 @@ class _LinearMapFn(torch.autograd.Function):
 
 class _AdjointAvgPoolMixin(AdjointModule):
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        if not adjoint_path():
+            return super().forward(x)  # type: ignore[misc]
         nd = 1 if isinstance(self, nn.AvgPool1d) else 2
         if not _batched(x, nd):
             return self.forward(x.unsqueeze(0)).squeeze(0)
@@ -153,6 +157,8 @@ class AdjointAvgPool2d(_AdjointAvgPoolMixin, nn.AvgPool2d):
 
 class _AdjointAdaptiveAvgMixin(AdjointModule):
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        if not adjoint_path():
+            return super().forward(x)  # type: ignore[misc]
         nd = 1 if isinstance(self, nn.AdaptiveAvgPool1d) else 2
         if not _batched(x, nd):
             return self.forward(x.unsqueeze(0)).squeeze(0)
