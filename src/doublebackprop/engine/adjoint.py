@@ -17,6 +17,10 @@ differentiable ops:
 * BatchNorm: forward by ``F.batch_norm``; backward written out so that train-mode batch statistics
   get their exact second-order terms and eval-mode BN is a constant affine map.
 
+In a forward of which no input gradient can be taken (no input tensor requires grad, or grad mode
+is off) the converted modules run as their stock classes: a plain training step on a converted
+model is the original model's (see :func:`~doublebackprop.engine.converted.adjoint_path`).
+
 Autograd still owns the graph, so residual connections and arbitrary forward code work. Modules
 without a rule keep stock autograd; one warning names each of them and says why. Functional calls
 in a forward (``F.relu``, ``F.conv2d``, ``torch.relu``) cannot be converted: they run on stock
@@ -175,7 +179,10 @@ def adjoint(model: ModuleT) -> ModuleT:
     torch.nn.Module
         ``model`` itself: there is one model, so ``train()``/``eval()``, ``to()``,
         ``requires_grad_`` and hooks act on it as always. Forward outputs are bit-identical to
-        the unconverted model's. Keep a ``copy.deepcopy`` first if you need the stock model too.
+        the unconverted model's. A forward whose inputs require no grad runs the stock modules
+        (a plain training step costs what it did); one whose input requires grad builds the
+        adjoint backward. ``model`` gets one forward pre-hook and one forward hook that decide
+        this. Keep a ``copy.deepcopy`` first if you need the stock model too.
 
     Examples
     --------

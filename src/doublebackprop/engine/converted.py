@@ -75,7 +75,15 @@ def _requires_grad(obj: object) -> bool | None:
 
 
 def enter_forward(module: nn.Module, args: tuple, kwargs: dict) -> None:
-    """Forward pre-hook of a converted model: decides :func:`adjoint_path` for its forward."""
+    """Forward pre-hook of a converted model: decides :func:`adjoint_path` for its forward.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The converted model.
+    args, kwargs
+        The forward's arguments.
+    """
     if functorch_active():
         value = None  # transformed tensors do not tell: the adjoint path
     elif not torch.is_grad_enabled():
@@ -87,7 +95,15 @@ def enter_forward(module: nn.Module, args: tuple, kwargs: dict) -> None:
 
 
 def leave_forward(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
-    """Forward hook (also run when the forward raises): restores the enclosing decision."""
+    """Forward hook (also run when the forward raises): restores the enclosing decision.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The converted model.
+    args, kwargs, output
+        The forward's arguments and result (unused).
+    """
     stack = _TOKENS.__dict__.get("stack")
     if stack:
         _INPUT_GRAD.reset(stack.pop())

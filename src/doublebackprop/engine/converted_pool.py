@@ -107,10 +107,28 @@ class _AdjointMaxPoolMixin(AdjointModule):
 
 
 class AdjointMaxPool1d(_AdjointMaxPoolMixin, nn.MaxPool1d):
+    """``nn.MaxPool1d`` converted by :func:`doublebackprop.adjoint` (same forward; a backward that
+    is a linear map of the gradient alone).
+
+    Parameters
+    ----------
+    *args, **kwargs
+        As ``nn.MaxPool1d``.
+    """
+
     _pool = staticmethod(F.max_pool1d)
 
 
 class AdjointMaxPool2d(_AdjointMaxPoolMixin, nn.MaxPool2d):
+    """``nn.MaxPool2d`` converted by :func:`doublebackprop.adjoint` (same forward; a backward that
+    is a linear map of the gradient alone).
+
+    Parameters
+    ----------
+    *args, **kwargs
+        As ``nn.MaxPool2d``.
+    """
+
     _pool = staticmethod(F.max_pool2d)
     _nd = 2
 
@@ -148,11 +166,25 @@ class _AdjointAvgPoolMixin(AdjointModule):
 
 
 class AdjointAvgPool1d(_AdjointAvgPoolMixin, nn.AvgPool1d):
-    pass
+    """``nn.AvgPool1d`` converted by :func:`doublebackprop.adjoint` (same forward; a backward that
+    is a linear map of the gradient alone).
+
+    Parameters
+    ----------
+    *args, **kwargs
+        As ``nn.AvgPool1d``.
+    """
 
 
 class AdjointAvgPool2d(_AdjointAvgPoolMixin, nn.AvgPool2d):
-    pass
+    """``nn.AvgPool2d`` converted by :func:`doublebackprop.adjoint` (same forward; a backward that
+    is a linear map of the gradient alone).
+
+    Parameters
+    ----------
+    *args, **kwargs
+        As ``nn.AvgPool2d``.
+    """
 
 
 class _AdjointAdaptiveAvgMixin(AdjointModule):
@@ -170,8 +202,22 @@ class _AdjointAdaptiveAvgMixin(AdjointModule):
 
 
 class AdjointAdaptiveAvgPool1d(_AdjointAdaptiveAvgMixin, nn.AdaptiveAvgPool1d):
-    pass
+    """``nn.AdaptiveAvgPool1d`` converted by :func:`doublebackprop.adjoint` (same forward; a backward that
+    is a linear map of the gradient alone).
+
+    Parameters
+    ----------
+    *args, **kwargs
+        As ``nn.AdaptiveAvgPool1d``.
+    """
 
 
 class AdjointAdaptiveAvgPool2d(_AdjointAdaptiveAvgMixin, nn.AdaptiveAvgPool2d):
-    pass
+    """``nn.AdaptiveAvgPool2d`` converted by :func:`doublebackprop.adjoint` (same forward; a backward that
+    is a linear map of the gradient alone).
+
+    Parameters
+    ----------
+    *args, **kwargs
+        As ``nn.AdaptiveAvgPool2d``.
+    """
