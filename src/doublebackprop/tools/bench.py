@@ -2,8 +2,11 @@
 
 Every variant of a model is timed round-robin in the same loop (so machine noise hits all of
 them alike) and reported as the median, as a ratio to a plain cross-entropy step and to stock
-autograd. Memory: peak allocated bytes on CUDA; on the CPU the bytes autograd saves for backward
-during the step (activation memory — the part double backprop changes).
+autograd. On the CPU the timed steps run on a steady heap
+(:func:`~doublebackprop.tools.memory.steady_heap`: freed memory is not handed back to the kernel
+between steps, so no variant page-faults what another freed). Memory: peak allocated bytes on
+CUDA; on the CPU the bytes autograd saves for backward during the step (activation memory — the
+part double backprop changes) and the step's peak resident-set growth.
 """
 
 from __future__ import annotations
