@@ -36,6 +36,35 @@ def test_will_engine_execute_inside_and_outside_a_backward():
     assert compat.will_engine_execute((a * 1.0).grad_fn) is True
 
 
+def test_will_engine_execute_on_leaves():
+    """The converted layers pass parameters to their autograd.Functions as they are: a leaf
+    that ``autograd.grad`` captures reads True, one it does not reads False, and in
+    ``backward()`` every leaf that requires grad reads True."""
+    a = torch.randn(3, dtype=DT, requires_grad=True)
+    b = torch.randn(3, dtype=DT, requires_grad=True)
+    seen: dict[str, bool] = {}
+
+    class Probe(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, y):  # type: ignore[override]
+            return x * y
+
+        @staticmethod
+        def backward(ctx, g):  # type: ignore[override]
+            nodes = [n for n, _ in ctx.next_functions]
+            seen["a"], seen["b"] = (compat.will_engine_execute(n) for n in nodes)
+            return g, g
+
+    torch.autograd.grad(Probe.apply(a, b).sum(), a)
+    assert seen == {"a": True, "b": False}
+    torch.autograd.grad(Probe.apply(a, b).sum(), b)
+    assert seen == {"a": False, "b": True}
+    Probe.apply(a, b).sum().backward()
+    assert seen == {"a": True, "b": True}
+    Probe.apply(a, b).sum().backward(inputs=[b])
+    assert seen == {"a": False, "b": True}
+
+
 @pytest.mark.parametrize("groups", [1, 2])
 def test_convolution_backward_matches_autograd(groups):
     g = torch.Generator().manual_seed(0)
@@ -50,6 +79,52 @@ def test_convolution_backward_matches_autograd(groups):
     torch.testing.assert_close(gx, ref[0], rtol=0, atol=1e-12)
     torch.testing.assert_close(gw, ref[1], rtol=0, atol=1e-12)
     torch.testing.assert_close(gb, grad.sum((0, 2)), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("nd", [1, 2])
+def test_max_pool2d_backward_matches_autograd(nd):
+    g = torch.Generator().manual_seed(2)
+    shape = (2, 3, 9) if nd == 1 else (2, 3, 7, 9)
+    x = torch.randn(*shape, dtype=DT, generator=g, requires_grad=True)
+    pool = F.max_pool1d if nd == 1 else F.max_pool2d
+    out, idx = pool(x, 3, 2, 1, return_indices=True)
+    grad = torch.randn(out.shape, dtype=DT, generator=g)
+    (ref,) = torch.autograd.grad(out, x, grad)
+    if nd == 1:
+        got = compat.max_pool2d_backward(
+            grad.unsqueeze(-2),
+            x.detach().unsqueeze(-2),
+            [1, 3],
+            [1, 2],
+            [0, 1],
+            [1, 1],
+            False,
+            idx.unsqueeze(-2),
+        ).squeeze(-2)
+    else:
+        got = compat.max_pool2d_backward(
+            grad, x.detach(), [3, 3], [2, 2], [1, 1], [1, 1], False, idx
+        )
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
+
+
+def test_legacy_batched_reads_the_batched_backward():
+    x = torch.randn(3, dtype=DT, requires_grad=True)
+    seen = []
+
+    class Probe(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, t):  # type: ignore[override]
+            return t * 2
+
+        @staticmethod
+        def backward(ctx, g):  # type: ignore[override]
+            seen.append(compat.legacy_batched(g))
+            return g * 2
+
+    torch.autograd.grad(Probe.apply(x), x, torch.eye(3, dtype=DT), is_grads_batched=True)
+    torch.autograd.grad(Probe.apply(x), x, torch.ones(3, dtype=DT))
+    assert seen == [True, False]
 
 
 def test_relu_backward():

@@ -18,9 +18,11 @@ def will_engine_execute(node: object) -> bool:
     """Whether the running backward pass will use the gradient flowing into ``node``.
 
     Uses ``torch._C._will_engine_execute_node``. That call raises when it is asked outside a
-    backward that knows its graph (e.g. for a leaf inside ``torch.autograd.grad``), and it may be
-    missing in other PyTorch releases. The fallback is ``True``: the gradient is then computed
-    even if nobody uses it, which costs time but is never wrong.
+    backward that knows its graph, and for a leaf's node that ``torch.autograd.grad`` captures
+    (a leaf among its ``inputs``: needed), and it may be missing in other PyTorch releases. The
+    fallback is ``True``: the gradient is then computed even if nobody uses it, which costs time
+    but is never wrong. A leaf that ``autograd.grad`` does not capture reads ``False``, so
+    parameters can be passed to an autograd.Function as they are (no view needed).
     """
     if node is None:
         return False
@@ -41,6 +43,18 @@ def functorch_active() -> bool:
         return True
 
 
+def legacy_batched(t: Tensor) -> bool:
+    """Whether ``t`` is a batched tensor of the legacy vmap that
+    ``torch.autograd.grad(..., is_grads_batched=True)`` runs a backward under.
+
+    Uses ``torch._C._functorch.is_legacy_batchedtensor``; where it is missing, the tensor's
+    dispatch keys are read instead."""
+    try:
+        return bool(torch._C._functorch.is_legacy_batchedtensor(t))
+    except AttributeError:
+        return "Batched" in str(torch._C._dispatch_keys(t))
+
+
 def convolution_backward(
     grad: Tensor,
     x: Tensor,
@@ -54,6 +68,22 @@ def convolution_backward(
     """Stock fused backward of an (untransposed) convolution: ``(∂x, ∂w, ∂b)`` where ``mask``."""
     return torch.ops.aten.convolution_backward(
         grad, x, weight, None, stride, padding, dilation, False, [0] * len(stride), groups, mask
+    )
+
+
+def max_pool2d_backward(
+    grad: Tensor,
+    x: Tensor,
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    ceil_mode: bool,
+    indices: Tensor,
+) -> Tensor:
+    """Stock fused backward of ``max_pool2d_with_indices`` (``grad`` scattered to the argmax)."""
+    return torch.ops.aten.max_pool2d_with_indices_backward(
+        grad, x, kernel, stride, padding, dilation, ceil_mode, indices
     )
 
 

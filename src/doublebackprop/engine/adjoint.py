@@ -17,6 +17,10 @@ differentiable ops:
 * BatchNorm: forward by ``F.batch_norm``; backward written out so that train-mode batch statistics
   get their exact second-order terms and eval-mode BN is a constant affine map.
 
+In a forward of which no input gradient can be taken (no input tensor requires grad, or grad mode
+is off) the converted modules run as their stock classes: a plain training step on a converted
+model is the original model's (see :func:`~doublebackprop.engine.converted.adjoint_path`).
+
 Autograd still owns the graph, so residual connections and arbitrary forward code work. Modules
 without a rule keep stock autograd; one warning names each of them and says why. Functional calls
 in a forward (``F.relu``, ``F.conv2d``, ``torch.relu``) cannot be converted: they run on stock
@@ -33,19 +37,23 @@ from typing import TypeVar
 from torch import nn
 
 from doublebackprop.engine.converted import (
+    AdjointConv1d,
+    AdjointConv2d,
+    AdjointLeakyReLU,
+    AdjointModule,
+    AdjointReLU,
+    enter_forward,
+    leave_forward,
+)
+from doublebackprop.engine.converted_bn import AdjointBatchNorm1d, AdjointBatchNorm2d
+from doublebackprop.engine.converted_pool import (
     AdjointAdaptiveAvgPool1d,
     AdjointAdaptiveAvgPool2d,
     AdjointAvgPool1d,
     AdjointAvgPool2d,
-    AdjointConv1d,
-    AdjointConv2d,
-    AdjointLeakyReLU,
     AdjointMaxPool1d,
     AdjointMaxPool2d,
-    AdjointModule,
-    AdjointReLU,
 )
-from doublebackprop.engine.converted_bn import AdjointBatchNorm1d, AdjointBatchNorm2d
 from doublebackprop.engine.layers import LocallyConnected1d
 
 __all__ = ["adjoint", "converted", "converting", "is_adjoint", "AdjointModule"]
@@ -171,7 +179,10 @@ def adjoint(model: ModuleT) -> ModuleT:
     torch.nn.Module
         ``model`` itself: there is one model, so ``train()``/``eval()``, ``to()``,
         ``requires_grad_`` and hooks act on it as always. Forward outputs are bit-identical to
-        the unconverted model's. Keep a ``copy.deepcopy`` first if you need the stock model too.
+        the unconverted model's. A forward whose inputs require no grad runs the stock modules
+        (a plain training step costs what it did); one whose input requires grad builds the
+        adjoint backward. ``model`` gets one forward pre-hook and one forward hook that decide
+        this. Keep a ``copy.deepcopy`` first if you need the stock model too.
 
     Examples
     --------
@@ -184,9 +195,19 @@ def adjoint(model: ModuleT) -> ModuleT:
         return model
     _check_convertible(model)
     _, stock = _convert_in_place(model)
+    _add_path_hooks(model)
     if stock:
         warnings.warn(stock_modules_message(stock), stacklevel=2)
     return model
+
+
+def _add_path_hooks(model: nn.Module) -> None:
+    """The hooks that let a forward with no input gradient run the stock modules (see
+    :func:`~doublebackprop.engine.converted.adjoint_path`); once per model."""
+    if enter_forward in model._forward_pre_hooks.values():
+        return
+    model.register_forward_pre_hook(enter_forward, with_kwargs=True)
+    model.register_forward_hook(leave_forward, with_kwargs=True, always_call=True)
 
 
 @contextlib.contextmanager

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import contextvars
+import threading
 from typing import Any, TypeVar
 
 import torch
@@ -19,14 +21,12 @@ from doublebackprop.engine._torch_compat import (
 )
 from doublebackprop.engine.operators import (
     BilinearOperator,
-    adaptive_avg_map,
-    avg_pool_map,
     conv_operator,
     conv_padding,
     pad_last_dims,
 )
 
-__all__ = ["AdjointModule"]
+__all__ = ["AdjointModule", "adjoint_path", "enter_forward", "leave_forward", "dual", "fn_apply"]
 
 Tensor = torch.Tensor
 
@@ -35,16 +35,84 @@ class AdjointModule:
     """Marker base of converted modules."""
 
 
+# ------------------------------------------------------------------- adjoint or stock path
+#: ``False`` while a converted model runs a forward of which no input gradient can be taken
+_INPUT_GRAD: contextvars.ContextVar[bool | None] = contextvars.ContextVar(
+    "doublebackprop_input_grad", default=None
+)
+_TOKENS = threading.local()
+
+
+def adjoint_path() -> bool:
+    """Whether the converted modules build their backward from the adjoints in this forward.
+
+    ``False`` only inside a forward of a model converted by :func:`doublebackprop.adjoint`
+    whose inputs require no gradient (or with grad mode off): no input gradient can be taken
+    of such a forward, so no input-gradient pass differentiates its backward, and each
+    converted module runs as its stock class (the same outputs, stock's graph, stock's time:
+    a plain training step is the original model's). Anywhere else (an input that requires
+    grad, a submodule called on its own, the ``torch.func`` transforms) the adjoint path.
+    """
+    return _INPUT_GRAD.get() is not False
+
+
+def _requires_grad(obj: object) -> bool | None:
+    """Whether any tensor in ``obj`` (nested tuples, lists, dicts) requires grad; ``None``
+    without tensors."""
+    if isinstance(obj, torch.Tensor):
+        return obj.requires_grad
+    items = obj.values() if isinstance(obj, dict) else obj
+    if not isinstance(obj, (tuple, list, dict)):
+        return None
+    found: bool | None = None
+    for item in items:
+        flag = _requires_grad(item)
+        if flag:
+            return True
+        if flag is not None:
+            found = False
+    return found
+
+
+def enter_forward(module: nn.Module, args: tuple, kwargs: dict) -> None:
+    """Forward pre-hook of a converted model: decides :func:`adjoint_path` for its forward.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The converted model.
+    args, kwargs
+        The forward's arguments.
+    """
+    if functorch_active():
+        value = None  # transformed tensors do not tell: the adjoint path
+    elif not torch.is_grad_enabled():
+        value = False
+    else:
+        value = _requires_grad((args, kwargs))
+    stack = _TOKENS.__dict__.setdefault("stack", [])
+    stack.append(_INPUT_GRAD.set(value))
+
+
+def leave_forward(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+    """Forward hook (also run when the forward raises): restores the enclosing decision.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The converted model.
+    args, kwargs, output
+        The forward's arguments and result (unused).
+    """
+    stack = _TOKENS.__dict__.get("stack")
+    if stack:
+        _INPUT_GRAD.reset(stack.pop())
+
+
 def _batched(x: Tensor, nd: int) -> bool:
     """Whether ``x`` has a batch dimension for an ``nd``-D layer (stock layers accept
     unbatched ``(C, *spatial)`` inputs too; the converted ones add and drop the batch dim)."""
     return x.dim() != nd + 1
-
-
-def _unbatch(out: Tensor | tuple[Tensor, Tensor]) -> Tensor | tuple[Tensor, Tensor]:
-    if isinstance(out, tuple):
-        return out[0].squeeze(0), out[1].squeeze(0)
-    return out.squeeze(0)
 
 
 # ----------------------------------------------------------------------------- convolutions
@@ -164,13 +232,16 @@ class _AdjointConvMixin(AdjointModule):
         return state
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        if not adjoint_path():
+            return super().forward(x)  # type: ignore[misc]
         nd = len(self.kernel_size)
         if not _batched(x, nd):
             return self.forward(x.unsqueeze(0)).squeeze(0)
         pre, op, config = self._operator()
         x = pad_last_dims(x, pre)
-        # A view makes the weight a non-leaf input, so the engine can tell whether it needs it.
-        w, bias = self.weight.view_as(self.weight), self.bias
+        # The parameters go in as they are: the engine tells whether it needs a leaf's gradient
+        # (see ``will_engine_execute``), and a view would add a node and an op per step.
+        w, bias = self.weight, self.bias
         dtype = autocast_dtype(x)
         if dtype is not None:  # what autocast does to a stock conv: everything in its dtype
             x, w = x.to(dtype), w.to(dtype)
@@ -207,8 +278,9 @@ class _ReLUFn(torch.autograd.Function):
         (out,) = ctx.saved_tensors
         # The fused stock kernel on a *detached* output: differentiable in ``grad`` (by itself),
         # with no edge back to the pre-activations, and it saves nothing new (``out`` is
-        # already saved by the forward).
-        return relu_backward(grad, out.detach())
+        # already saved by the forward). Outside a create-graph backward nothing records an
+        # edge, so the detach is skipped (the plain step runs stock's ops, no more).
+        return relu_backward(grad, out.detach() if torch.is_grad_enabled() else out)
 
 
 class _ReLUInplaceFn(torch.autograd.Function):
@@ -246,7 +318,9 @@ class _LeakyReLUFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         (saved,) = ctx.saved_tensors
-        return leaky_relu_backward(grad, saved.detach(), ctx.slope, ctx.saved_is_output), None
+        if torch.is_grad_enabled():
+            saved = saved.detach()
+        return leaky_relu_backward(grad, saved, ctx.slope, ctx.saved_is_output), None
 
 
 class _LeakyReLUInplaceFn(torch.autograd.Function):
@@ -264,110 +338,25 @@ class _LeakyReLUInplaceFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         (out,) = ctx.saved_tensors
-        return leaky_relu_backward(grad, out.detach(), ctx.slope, True), None
+        if torch.is_grad_enabled():
+            out = out.detach()
+        return leaky_relu_backward(grad, out, ctx.slope, True), None
 
 
 class AdjointReLU(AdjointModule, nn.ReLU):
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        if not adjoint_path():
+            return super().forward(x)
         return _ReLUInplaceFn.apply(x) if self.inplace else fn_apply(_ReLUFn, x)
 
 
 class AdjointLeakyReLU(AdjointModule, nn.LeakyReLU):
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        if not adjoint_path():
+            return super().forward(x)
         slope = self.negative_slope
         if self.inplace:
             if slope < 0:  # the output's sign no longer tells the branch: stock autograd
                 return F.leaky_relu(x, slope, inplace=True)
             return _LeakyReLUInplaceFn.apply(x, slope)
         return fn_apply(_LeakyReLUFn, x, slope)
-
-
-class _AdjointMaxPoolMixin(AdjointModule):
-    _pool = staticmethod(F.max_pool1d)
-    _nd = 1
-
-    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:  # type: ignore[override]
-        if not _batched(x, self._nd):
-            return _unbatch(self.forward(x.unsqueeze(0)))
-        with torch.no_grad():
-            out, idx = self._pool(
-                x,
-                self.kernel_size,
-                self.stride,
-                self.padding,
-                self.dilation,
-                ceil_mode=self.ceil_mode,
-                return_indices=True,
-            )
-        # Gather with constant indices: linear in x, backward independent of x.
-        flat = x.flatten(2).gather(2, idx.flatten(2))
-        if self.return_indices:
-            return flat.view_as(out), idx
-        return flat.view_as(out)
-
-
-class AdjointMaxPool1d(_AdjointMaxPoolMixin, nn.MaxPool1d):
-    _pool = staticmethod(F.max_pool1d)
-
-
-class AdjointMaxPool2d(_AdjointMaxPoolMixin, nn.MaxPool2d):
-    _pool = staticmethod(F.max_pool2d)
-    _nd = 2
-
-
-@dual
-class _LinearMapFn(torch.autograd.Function):
-    """A parameter-free linear map whose backward is its adjoint applied to the gradient only."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x, fn, adjoint):  # type: ignore[override]
-        return fn(x)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):  # type: ignore[override]
-        x, _, adjoint = inputs
-        ctx.shape, ctx.adjoint = x.shape, adjoint
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        return ctx.adjoint(grad, ctx.shape), None, None
-
-
-class _AdjointAvgPoolMixin(AdjointModule):
-    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        nd = 1 if isinstance(self, nn.AvgPool1d) else 2
-        if not _batched(x, nd):
-            return self.forward(x.unsqueeze(0)).squeeze(0)
-        # K^T is applied to the gradient alone (no edge back to the primal input).
-        lin = avg_pool_map(self, nd)
-        return fn_apply(_LinearMapFn, x, lin.apply, lin.adjoint)
-
-
-class AdjointAvgPool1d(_AdjointAvgPoolMixin, nn.AvgPool1d):
-    pass
-
-
-class AdjointAvgPool2d(_AdjointAvgPoolMixin, nn.AvgPool2d):
-    pass
-
-
-class _AdjointAdaptiveAvgMixin(AdjointModule):
-    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        nd = 1 if isinstance(self, nn.AdaptiveAvgPool1d) else 2
-        if not _batched(x, nd):
-            return self.forward(x.unsqueeze(0)).squeeze(0)
-        size = self.output_size
-        if size == 1 or size == (1,) * nd:  # global average: mean's backward is an expand
-            return x.mean(dim=tuple(range(2, 2 + nd)), keepdim=True)
-        lin = adaptive_avg_map(size, nd)
-        return fn_apply(_LinearMapFn, x, lin.apply, lin.adjoint)
-
-
-class AdjointAdaptiveAvgPool1d(_AdjointAdaptiveAvgMixin, nn.AdaptiveAvgPool1d):
-    pass
-
-
-class AdjointAdaptiveAvgPool2d(_AdjointAdaptiveAvgMixin, nn.AdaptiveAvgPool2d):
-    pass

@@ -11,8 +11,15 @@ from doublebackprop.engine._torch_compat import (
     batch_norm_backward,
     batch_norm_forward,
     check_batch_norm_input,
+    legacy_batched,
 )
-from doublebackprop.engine.converted import AdjointModule, dual, engine_needs, fn_apply
+from doublebackprop.engine.converted import (
+    AdjointModule,
+    adjoint_path,
+    dual,
+    engine_needs,
+    fn_apply,
+)
 
 __all__ = ["AdjointBatchNorm1d", "AdjointBatchNorm2d"]
 
@@ -20,15 +27,6 @@ Tensor = torch.Tensor
 
 
 # -------------------------------------------------------------------------------- BatchNorm
-def _channel_stats(x: Tensor, eps: float) -> tuple[list[int], Tensor, Tensor]:
-    """Reduction dims and per-channel ``μ``, ``1/σ`` (keepdim) of a batch."""
-    dims = [0, *range(2, x.dim())]
-    mean = x.mean(dims, keepdim=True)
-    centred = x - mean
-    var = (centred * centred).mean(dims, keepdim=True)  # much faster than x.var on CPU
-    return dims, mean, torch.rsqrt(var + eps)
-
-
 @dual
 class _BatchNormTrainBackward(torch.autograd.Function):
     """Train-mode BatchNorm backward ``(g, x, γ) ↦ (∂x, ∂γ, ∂β)`` with its own analytic backward.
@@ -42,61 +40,62 @@ class _BatchNormTrainBackward(torch.autograd.Function):
     * w.r.t. ``x``: ``(w - w̄ - x̂·mean(w·x̂))/σ - a·S·x̂/(Nσ)`` with
       ``w = -a·mean(g·x̂)·u + (c_γ - a·mean(u·x̂))·g``.
 
-    Written out, it needs a third of the elementwise work autograd spends on the composite.
+    The forward is stock's fused backward kernel on the statistics the forward pass saved (no
+    second pass over the batch); ``∂γ`` and ``∂β`` come out of the same kernel and give the
+    means ``mean(g·x̂)``, ``ḡ`` the backward needs. The backward gathers every per-channel
+    factor first (``w̄`` and ``mean(w·x̂)`` are linear in known means), so each result is one or
+    two fused multiply-adds over the batch.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(grad, x, weight, eps):  # type: ignore[override]
-        # The statistics are extra (non-differentiable) outputs so that setup_context can save
-        # them (the form the torch.func transforms need).
-        dims, mean, inv_std = _channel_stats(x, eps)
-        xhat = (x - mean) * inv_std
-        scale = inv_std if weight is None else weight.view_as(inv_std) * inv_std
-        g_mean = grad.mean(dims, keepdim=True)
-        gx_mean = (grad * xhat).mean(dims, keepdim=True)
-        gx = scale * (grad - g_mean - xhat * gx_mean)
-        n = grad.numel() // grad.shape[1]
-        return gx, (gx_mean * n).flatten(), (g_mean * n).flatten(), mean, inv_std
+    def forward(grad, x, weight, save_mean, save_invstd, reserve, impl, eps):  # type: ignore[override]
+        gx, gw, gb = batch_norm_backward(
+            impl, x, grad, weight, save_mean, save_invstd, eps, [True, True, True], reserve
+        )
+        return gx, gw, gb
 
     @staticmethod
     def setup_context(ctx, inputs, output):  # type: ignore[override]
-        grad, x, weight, _ = inputs
-        mean, inv_std = output[3], output[4]
-        ctx.mark_non_differentiable(mean, inv_std)
-        ctx.save_for_backward(grad, x, weight, mean, inv_std)
-        ctx.dims = [0, *range(2, x.dim())]
+        grad, x, weight, save_mean, save_invstd, _, _, _ = inputs
+        _, gw, gb = output
+        ctx.save_for_backward(grad, x, weight, save_mean, save_invstd, gw, gb)
 
     @staticmethod
-    def backward(ctx, u, c_gamma, c_beta, _mean, _inv_std):  # type: ignore[override]
-        grad, x, weight, mean, inv_std = ctx.saved_tensors
-        dims = ctx.dims
-        n = grad.numel() // grad.shape[1]
-        xhat = (x - mean) * inv_std
-        a = inv_std if weight is None else weight.view_as(inv_std) * inv_std
+    def backward(ctx, u, c_gamma, c_beta):  # type: ignore[override]
+        grad, x, weight, save_mean, save_invstd, gx_sum, g_sum = ctx.saved_tensors
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        dims = [0, *range(2, x.dim())]
+        n = x.numel() // x.shape[1]
+        inv_std = save_invstd.view(shape)
+        xhat = (x - save_mean.view(shape)) * inv_std
+        a = inv_std if weight is None else weight.view(shape) * inv_std
+        g_mean, gx_mean = g_sum.view(shape) / n, gx_sum.view(shape) / n
+        cg = 0.0 if c_gamma is None else c_gamma.view(shape)
+        cb = 0.0 if c_beta is None else c_beta.view(shape)
         if u is None:
             u = torch.zeros_like(grad)
-        cg = torch.zeros_like(inv_std) if c_gamma is None else c_gamma.view_as(inv_std)
-        cb = torch.zeros_like(inv_std) if c_beta is None else c_beta.view_as(inv_std)
         u_mean = u.mean(dims, keepdim=True)
         ux_mean = (u * xhat).mean(dims, keepdim=True)
-        g_mean = grad.mean(dims, keepdim=True)
-        gx_mean = (grad * xhat).mean(dims, keepdim=True)
         ug_mean = (u * grad).mean(dims, keepdim=True)
         s = n * (ug_mean - u_mean * g_mean - gx_mean * ux_mean)
+        c_x = cg - a * ux_mean  # the x̂ factor of ∂/∂g, and w's factor of g
 
         d_grad = d_x = d_weight = None
         if ctx.needs_input_grad[0]:
-            d_grad = a * (u - u_mean - xhat * ux_mean) + cg * xhat + cb
+            d_grad = torch.addcmul(torch.addcmul(cb - a * u_mean, a, u), c_x, xhat)
         if ctx.needs_input_grad[1]:
-            w = (-a * gx_mean) * u + (cg - a * ux_mean) * grad
-            w_mean = w.mean(dims, keepdim=True)
-            wx_mean = (w * xhat).mean(dims, keepdim=True)
-            d_x = inv_std * (w - w_mean - xhat * wx_mean) - (a * s * inv_std / n) * xhat
+            c_u = -a * gx_mean  # w = c_u·u + c_x·g
+            w_mean = c_u * u_mean + c_x * g_mean
+            wx_mean = c_u * ux_mean + c_x * gx_mean
+            d_x = torch.addcmul(
+                torch.addcmul(-inv_std * w_mean, inv_std * c_u, u), inv_std * c_x, grad
+            )
+            d_x = torch.addcmul(d_x, -inv_std * (wx_mean + a * s / n), xhat)
         if weight is not None and ctx.needs_input_grad[2]:
             d_weight = (s * inv_std).flatten()
-        return d_grad, d_x, d_weight, None
+        return d_grad, d_x, d_weight, None, None, None, None, None
 
 
 @dual
@@ -122,6 +121,8 @@ class _BatchNormFn(torch.autograd.Function):
         x, weight, _, running_mean, running_var, batch_stats, _, eps = inputs
         _, save_mean, save_invstd, reserve, impl = output
         ctx.mark_non_differentiable(save_mean, save_invstd, reserve)
+        # no zeros for the statistics' (unused) gradients: three tensors per call saved
+        ctx.set_materialize_grads(False)
         ctx.batch_stats, ctx.eps, ctx.impl = batch_stats, eps, impl
         if batch_stats:
             ctx.save_for_backward(x, weight, save_mean, save_invstd, reserve)
@@ -130,6 +131,8 @@ class _BatchNormFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad, *_):  # type: ignore[override]
+        if grad is None:  # the output took no part in what is differentiated
+            return None, None, None, None, None, None, None, None
         needed = engine_needs(ctx, 3)
         if ctx.batch_stats:
             x, weight, save_mean, save_invstd, reserve = ctx.saved_tensors
@@ -143,7 +146,25 @@ class _BatchNormFn(torch.autograd.Function):
                     ctx.impl, x, grad, weight, save_mean, save_invstd, ctx.eps, mask, reserve
                 )
                 return gx, gw, gb, None, None, None, None, None
-            gx, gw, gb, _, _ = fn_apply(_BatchNormTrainBackward, grad, x, weight, ctx.eps)
+            if legacy_batched(grad):
+                # An autograd.Function applied under the legacy vmap of a batched backward
+                # would keep batched tensors for its own backward (silently wrong): refuse,
+                # and the caller runs one backward per row (``vjp_rows``).
+                raise RuntimeError(
+                    "BatchNorm's create-graph backward has no batching rule for batched "
+                    "gradients (is_grads_batched=True): run one backward per row"
+                )
+            gx, gw, gb = fn_apply(
+                _BatchNormTrainBackward,
+                grad,
+                x,
+                weight,
+                save_mean,
+                save_invstd,
+                reserve,
+                ctx.impl,
+                ctx.eps,
+            )
             return (
                 gx if needed[0] else None,
                 gw if weight is not None and needed[1] else None,
@@ -170,6 +191,8 @@ class _BatchNormFn(torch.autograd.Function):
 
 class _AdjointBatchNormMixin(AdjointModule):
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        if not adjoint_path():
+            return super().forward(x)  # type: ignore[misc]
         check_batch_norm_input(self, x)
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
@@ -177,13 +200,12 @@ class _AdjointBatchNormMixin(AdjointModule):
             if self.momentum is None:
                 momentum = 1.0 / float(self.num_batches_tracked)
         batch_stats = self.training or self.running_mean is None
-        weight = self.weight.view_as(self.weight) if self.weight is not None else None
-        bias = self.bias.view_as(self.bias) if self.bias is not None else None
+        # The parameters go in as they are (no view: see the converted convolutions).
         return fn_apply(
             _BatchNormFn,
             x,
-            weight,
-            bias,
+            self.weight,
+            self.bias,
             self.running_mean if not self.training or self.track_running_stats else None,
             self.running_var if not self.training or self.track_running_stats else None,
             batch_stats,
