@@ -42,6 +42,46 @@ def test_benchmark_rows_and_json(tmp_path):
     assert "tiny" in table and "Why the CPU shows little gain" in table
 
 
+def test_benchmark_targets_are_judged_as_shown():
+    """A ratio is judged at the two decimals the table shows: 1.001 reads 1.00 and meets ≤ 1.00,
+    1.006 reads 1.01 and does not."""
+    ok = {"stock": 1.001, "mem": 1.0, "rss": float("nan"), "plain": 2.0}
+    assert bench._target("DRR", "adjoint", ok)[1] is True
+    assert bench._target("DRR", "adjoint", {**ok, "stock": 1.006})[1:] == (
+        False,
+        "time ×stock 1.01 > 1.00",
+    )
+    assert bench._target("plain", "plain (converted)", {**ok, "plain": 1.034})[1] is True
+    assert bench._target("plain", "plain (converted)", {**ok, "plain": 1.036})[1] is False
+
+
+def test_benchmark_order_changes_every_round(monkeypatch):
+    """Each round times the variants in a new order, so no variant always follows the same one."""
+    orders: list[tuple[str, ...]] = []
+    real = bench._variants
+
+    def spy(*args, **kwargs):
+        variants = real(*args, **kwargs)
+        wrapped = {}
+        for key, fn in variants.items():
+
+            def run(key=key, fn=fn):
+                orders.append(key)
+                fn()
+
+            wrapped[key] = run
+        return wrapped
+
+    monkeypatch.setattr(bench, "_variants", spy)
+    monkeypatch.setattr(bench, "step_memory", lambda fn, device: (0.0, float("nan")))
+    case = bench.BenchCase("tiny", lambda: zoo.mlp(6, 8, 1, 3), (4, 6), 3, True)
+    bench.run_benchmark([case], repeats=4, warmup=0, penalties=["DRR"])
+    n = len(set(orders))
+    rounds = [tuple(orders[i : i + n]) for i in range(0, len(orders), n)]
+    assert len(rounds) == 4 and all(len(set(r)) == n for r in rounds)
+    assert len(set(rounds)) > 1
+
+
 def test_benchmark_critic_case():
     case = bench.BenchCase(
         "critic", lambda: zoo.dcgan_discriminator(1, 2), (2, 1, 64, 64), 0, False
