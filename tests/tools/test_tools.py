@@ -53,6 +53,10 @@ def test_benchmark_targets_are_judged_as_shown():
     )
     assert bench._target("plain", "plain (converted)", {**ok, "plain": 1.034})[1] is True
     assert bench._target("plain", "plain (converted)", {**ok, "plain": 1.036})[1] is False
+    # the verdict quotes the ratio the table shows (no second rounding of another value)
+    med = {("plain", "plain"): 100.0, ("plain", "plain (converted)"): 98.507}
+    row = bench._rows("m", med, {k: (1.0, 0.0) for k in med})[1]
+    assert row.why == f"time ×plain {row.ratio_to_plain:.2f} ≤ 1.03"
 
 
 def test_benchmark_order_changes_every_round(monkeypatch):

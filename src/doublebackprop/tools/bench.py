@@ -264,12 +264,12 @@ def _rows(
             stock_key = min(keys, key=med.__getitem__) if keys else (pname, ename)
         saved, rss = mem[pname, ename]
         s_saved, s_rss = mem[stock_key]
-        ratios = {
-            "plain": ms / med[plain],
-            "stock": ms / med[stock_key],
-            "mem": _ratio(saved, s_saved),
+        ratios = {  # to the three decimals stored; judged as shown (see _target)
+            "plain": round(ms / med[plain], 3),
+            "stock": round(ms / med[stock_key], 3),
+            "mem": round(_ratio(saved, s_saved), 3),
             # growth below the floor on both sides is allocator noise: not a measurement
-            "rss": float("nan") if max(rss, s_rss) < RSS_FLOOR_MB else _ratio(rss, s_rss),
+            "rss": float("nan") if max(rss, s_rss) < RSS_FLOOR_MB else round(_ratio(rss, s_rss), 3),
         }
         target, met, why = _target(pname, ename, ratios)
         rows.append(
@@ -278,13 +278,13 @@ def _rows(
                 pname,
                 ename,
                 round(ms, 3),
-                round(ratios["plain"], 3),
-                round(ratios["stock"], 3),
+                ratios["plain"],
+                ratios["stock"],
                 round(saved, 2),
                 round(_ratio(saved, mem[plain][0]), 3),
-                round(ratios["mem"], 3),
+                ratios["mem"],
                 round(rss, 2),
-                round(ratios["rss"], 3),
+                ratios["rss"],
                 target,
                 met,
                 why,
