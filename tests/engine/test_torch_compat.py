@@ -12,11 +12,8 @@ from doublebackprop.engine import _torch_compat as compat
 DT = torch.float64
 
 
-def test_will_engine_execute_inside_and_outside_a_backward():
-    assert compat.will_engine_execute(None) is False
-    a = torch.randn(3, dtype=DT, requires_grad=True)
-    b = torch.randn(3, dtype=DT, requires_grad=True)
-    seen: dict[str, bool] = {}
+def _probe(seen: dict[str, bool]) -> type[torch.autograd.Function]:
+    """``x * y`` whose backward records, in ``seen``, whether each input's node will run."""
 
     class Probe(torch.autograd.Function):
         @staticmethod
@@ -28,6 +25,16 @@ def test_will_engine_execute_inside_and_outside_a_backward():
             nodes = [n for n, _ in ctx.next_functions]
             seen["a"], seen["b"] = (compat.will_engine_execute(n) for n in nodes)
             return g, g
+
+    return Probe
+
+
+def test_will_engine_execute_inside_and_outside_a_backward():
+    assert compat.will_engine_execute(None) is False
+    a = torch.randn(3, dtype=DT, requires_grad=True)
+    b = torch.randn(3, dtype=DT, requires_grad=True)
+    seen: dict[str, bool] = {}
+    Probe = _probe(seen)
 
     out = Probe.apply(a * 1.0, b * 1.0).sum()
     torch.autograd.grad(out, a)  # only a's branch is needed
@@ -43,17 +50,7 @@ def test_will_engine_execute_on_leaves():
     a = torch.randn(3, dtype=DT, requires_grad=True)
     b = torch.randn(3, dtype=DT, requires_grad=True)
     seen: dict[str, bool] = {}
-
-    class Probe(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, y):  # type: ignore[override]
-            return x * y
-
-        @staticmethod
-        def backward(ctx, g):  # type: ignore[override]
-            nodes = [n for n, _ in ctx.next_functions]
-            seen["a"], seen["b"] = (compat.will_engine_execute(n) for n in nodes)
-            return g, g
+    Probe = _probe(seen)
 
     torch.autograd.grad(Probe.apply(a, b).sum(), a)
     assert seen == {"a": True, "b": False}
