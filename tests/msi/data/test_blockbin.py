@@ -1,6 +1,6 @@
 """The fast reading path against slow, explicit ones.
 
-* :class:`BlockBinner` (one product per block, TIC fused) against the explicit trapezoid
+* :class:`BlockBinner` (one compiled pass per block, TIC fused) against the explicit trapezoid
   integral and centroid loop of ``test_binning`` (1e-9: the explicit integral's own rounding
   on an axis near m/z 1000), against the slow path, one spectrum at a time through
   :func:`bin_spectrum` (1e-12), and against ``math.fsum``, in float64;
@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from doublebackprop.msi.data.binning import bin_spectrum
+from doublebackprop.msi.data.binning import bin_operator, bin_spectrum
 from doublebackprop.msi.data.blockbin import BlockBinner
 from doublebackprop.msi.data.imzml import open_imzml
 from doublebackprop.msi.data.preprocess import Bin, Pipeline, TICNormalize, uniform_edges
@@ -36,23 +36,20 @@ ORACLE = {"profile": _oracle_profile, "centroid": _oracle_centroid}
     st.integers(0, 140),
     st.floats(0.02, 4.0),
     st.sampled_from(["profile", "centroid"]),
-    st.sampled_from([np.float32, np.float64]),
-    st.booleans(),
+    st.sampled_from([np.float32, np.float64, np.int32]),
     st.integers(0, 2**31 - 1),
 )
-def test_block_binner_equals_explicit_binning_and_sum(
-    n_points, rows, width, kind, dtype, dense, seed
-):
+def test_block_binner_equals_explicit_binning_and_sum(n_points, rows, width, kind, dtype, seed):
     rng = np.random.default_rng(seed)
     mz = np.unique(rng.uniform(100, 130, n_points))
     edges = uniform_edges(rng.uniform(95, 115), rng.uniform(116, 135), width)
-    x = rng.gamma(2.0, 1.0, (rows, len(mz))).astype(dtype)
-    op = BlockBinner(mz, edges, kind, chunk=int(rng.integers(1, 80)), dense=dense)
+    x = (rng.gamma(2.0, 1.0, (rows, len(mz))) * (100 if dtype == np.int32 else 1)).astype(dtype)
+    op = BlockBinner(mz, edges, kind)
     binned, tic = op(x)
     assert binned.shape == (rows, len(edges) - 1) and tic.shape == (rows,)
     assert binned.dtype == tic.dtype == np.float64
     x64 = x.astype(np.float64)
-    for r in range(rows):  # 0 rows, partial scratch blocks and more than one of them
+    for r in range(rows):  # 0 rows, whole tiles of eight spectra and the rest
         ref = ORACLE[kind](mz, x64[r], edges)
         atol = 1e-13 * max(ref.max(), 1)
         np.testing.assert_allclose(binned[r], ref, rtol=1e-9, atol=atol)
@@ -62,30 +59,37 @@ def test_block_binner_equals_explicit_binning_and_sum(
 
 
 @pytest.mark.parametrize("n_points", [20000, 60])
-def test_float64_rows_read_in_place_equal_the_copied_float32_and_strided_ones(n_points):
-    mz = np.linspace(600, 2100, n_points)  # 60 points: the grid is wider than a row (copied)
-    edges = uniform_edges(700, 2000, 1.0 if n_points > 60 else 30.0)
+def test_any_layout_and_dtype_of_a_block_gives_the_same_bins(n_points):
+    mz = np.linspace(600, 2100, n_points)  # 60 points: runs of two points, most bins empty
+    edges = uniform_edges(700, 2000, 1.0)
     op = BlockBinner(mz, edges, "profile")
-    assert op.dense
     x32 = np.random.default_rng(4).gamma(2.0, 1.0, (70, n_points)).astype(np.float32)
     x64 = x32.astype(np.float64)
     ref = op(x32)
-    for x in (x64, np.asfortranarray(x64), x64[:, ::-1][:, ::-1]):
+    for x in (x64, np.asfortranarray(x64), x64[:, ::-1][:, ::-1], x32.astype(np.float16)):
         got = op(x)
-        np.testing.assert_allclose(got[0], ref[0], rtol=1e-14, atol=1e-14)
-        np.testing.assert_allclose(got[1], ref[1], rtol=1e-14)
-    for r in (0, 69):
+        rtol = 1e-3 if x.dtype == np.float16 else 1e-14
+        np.testing.assert_allclose(got[0], ref[0], rtol=rtol, atol=rtol)
+        np.testing.assert_allclose(got[1], ref[1], rtol=rtol)
+    for r in (0, 63, 64, 69):  # in a tile of eight and in the last, partial one
         slow = bin_spectrum(mz, x64[r], edges, "profile")
         np.testing.assert_allclose(ref[0][r], slow, rtol=1e-12, atol=1e-13)
+    with pytest.raises(ValueError, match=rf"shape \(n, {n_points}\)"):
+        op(np.ones((2, 5)))
 
 
-def test_dense_bands_are_used_on_a_dense_axis_and_sparse_product_on_a_sparse_one():
-    mz = np.linspace(600, 2100, 20000)
-    assert BlockBinner(mz, uniform_edges(700, 2000, 1.0), "profile").dense
-    sparse_axis = np.linspace(600, 2100, 50)  # 30 Da between points: a chunk spans many bins
-    assert not BlockBinner(sparse_axis, uniform_edges(700, 2000, 0.01), "profile").dense
-    with pytest.raises(ValueError, match=r"shape \(n, 20000\)"):
-        BlockBinner(mz, uniform_edges(700, 2000, 1.0), "profile")(np.ones((2, 5)))
+def test_nan_and_inf_reach_exactly_the_bins_that_use_them():
+    mz = np.linspace(600, 2100, 3000)
+    edges = uniform_edges(700, 2000, 1.0)
+    x = np.ones((10, 3000))
+    x[2, 1000] = np.nan
+    x[9, 2000] = np.inf
+    binned, tic = BlockBinner(mz, edges, "profile")(x)
+    ref = (bin_operator(mz, edges, "profile").T @ x.T).T  # sparse: stored weights only
+    assert 0 < np.isnan(ref).sum() <= 2 and np.isinf(ref).sum() <= 2  # one point: its bins
+    np.testing.assert_array_equal(np.isnan(binned), np.isnan(ref))
+    np.testing.assert_array_equal(np.isinf(binned), np.isinf(ref))
+    assert np.isnan(tic[2]) and np.isinf(tic[9]) and np.isfinite(np.delete(tic, [2, 9])).all()
 
 
 def test_bin_step_bins_a_block_like_each_row_alone():
@@ -231,3 +235,21 @@ def test_a_used_bin_step_still_pickles_and_copies():
     for other in (pickle.loads(pickle.dumps(step)), copy.deepcopy(step)):
         assert other == step
         np.testing.assert_array_equal(other(mz, x)[1], y)
+
+
+def test_block_reader_reuses_its_buffers_only_for_dropped_blocks(tmp_path):
+    from pyimzml.ImzMLParser import ImzMLParser
+
+    path = _continuous(tmp_path, n=40)
+    p = ImzMLParser(str(path))
+    with open_imzml(path) as r:
+        owners = set()
+        for s, block in r.iter_blocks(4, prefetch=True):  # dropped after use
+            owners.add(block.base.ctypes.data if block.base is not None else block.ctypes.data)
+            for k in range(len(block)):
+                np.testing.assert_array_equal(block[k], p.getspectrum(s + k)[1])
+        assert len(owners) <= 4  # the pool's buffers, not one per block
+        kept = list(r.iter_blocks(4, prefetch=True))  # all kept: none is overwritten
+    got = np.concatenate([b for _, b in kept])
+    for i in range(40):
+        np.testing.assert_array_equal(got[i], p.getspectrum(i)[1])

@@ -33,8 +33,13 @@ from types import TracebackType
 
 import numpy as np
 
+from doublebackprop.common.buffers import BufferPool
 from doublebackprop.common.prefetch import prefetch as _prefetch
-from doublebackprop.msi.data.imzml._common import _finite_nonnegative, _norm_uuid
+from doublebackprop.msi.data.imzml._common import (
+    _finite_nonnegative,
+    _norm_uuid,
+    check_unique_pixels,
+)
 from doublebackprop.msi.data.imzml._compression import compression, encoded_lengths
 
 __all__ = ["ImzMLReader", "open_imzml"]
@@ -113,7 +118,7 @@ class ImzMLReader:
             self._mz_enc, self._int_enc = encoded_lengths(
                 self.path, self.n_spectra, parser.mzGroupId
             )
-        self._check_coordinates()
+        check_unique_pixels(self.path, self.coordinates)
         self._check_ibd()
         self._fd: int | None = None
         self._mz_axis: np.ndarray | None = None
@@ -122,21 +127,6 @@ class ImzMLReader:
     def _where(self, i: int) -> str:
         x, y, _ = self.coordinates[i]
         return f"{self.path}: spectrum {i} (pixel x={x}, y={y})"
-
-    def _check_coordinates(self) -> None:
-        if not self.n_spectra:
-            return
-        c = self.coordinates
-        order = np.lexsort((np.arange(len(c)), c[:, 2], c[:, 1], c[:, 0]))
-        same = np.all(c[order][1:] == c[order][:-1], axis=1)
-        if same.any():
-            k = int(np.flatnonzero(same)[0])
-            i, j = int(order[k]), int(order[k + 1])
-            x, y, z = (int(v) for v in c[i])
-            raise ValueError(
-                f"{self.path}: spectra {i} and {j} are both at pixel x={x}, y={y}, z={z} "
-                f"(duplicate coordinates; {int(same.sum())} duplicates in all)"
-            )
 
     def _check_ibd(self) -> None:
         size = self.ibd_path.stat().st_size
@@ -164,15 +154,16 @@ class ImzMLReader:
                 i = int(np.flatnonzero(self._int_len != self._mz_len[0])[0])
                 raise ValueError(f"{self._where(i)}: intensity length differs from m/z length")
 
-    def _read(self, offset: int, nbytes: int) -> np.ndarray:
-        """``nbytes`` bytes of the ``.ibd`` from ``offset`` (one positioned read), as uint8."""
+    def _read(self, offset: int, nbytes: int, pool: BufferPool | None = None) -> np.ndarray:
+        """``nbytes`` bytes of the ``.ibd`` from ``offset`` (one positioned read), as uint8 (in
+        a buffer of ``pool`` if given)."""
         if self._fd is None:
             try:
                 self._fd = os.open(self.ibd_path, os.O_RDONLY)
             except OSError as exc:
                 raise OSError(f"{self.ibd_path}: cannot open ({exc.strerror})") from exc
         try:
-            buf = np.empty(nbytes, dtype=np.uint8)  # writable, not zero-filled: no extra pass
+            buf = pool.take(nbytes) if pool else np.empty(nbytes, dtype=np.uint8)  # writable
             got = os.preadv(self._fd, [memoryview(buf)], offset)
         except (OSError, MemoryError) as exc:
             raise OSError(
@@ -258,17 +249,20 @@ class ImzMLReader:
             self._mz_axis = mz
         return self._mz_axis
 
-    def read_block(self, start: int, stop: int) -> np.ndarray:
-        """Intensities of spectra ``start:stop`` of a continuous file: a new ``(stop - start,
-        L)`` array in the file's intensity dtype."""
+    def read_block(self, start: int, stop: int, *, pool: BufferPool | None = None) -> np.ndarray:
+        """Intensities of spectra ``start:stop`` of a continuous file: a ``(stop - start, L)``
+        array in the file's intensity dtype (see :meth:`read_rows`)."""
         start, stop = max(0, start), min(stop, self.n_spectra)
-        return self.read_rows(np.arange(start, max(start, stop)))
+        return self.read_rows(np.arange(start, max(start, stop)), pool=pool)
 
-    def read_rows(self, indices: np.ndarray | Sequence[int]) -> np.ndarray:
+    def read_rows(
+        self, indices: np.ndarray | Sequence[int], *, pool: BufferPool | None = None
+    ) -> np.ndarray:
         """Intensities of the spectra ``indices`` (any order) of a continuous file, (n, L).
 
         The spectra are read in windows of at most ``window_bytes`` of the file (sorted by
-        offset); within a window, equally spaced spectra are one strided view."""
+        offset); within a window, equally spaced spectra are one strided view. Consecutive
+        spectra in one window are the read's own buffer (a new one, or one of ``pool``)."""
         if self.mode != "continuous":
             raise ValueError(f"{self.path}: read_rows needs a continuous file (use spectrum())")
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -291,7 +285,7 @@ class ImzMLReader:
             and np.array_equal(order, np.arange(idx.size))
             and np.all(np.diff(offs) == nbytes)
         ):  # consecutive, contiguous spectra in one window: the read is the array
-            buf = self._read(int(offs[0]), span)
+            buf = self._read(int(offs[0]), span, pool)
             block = buf.view(dt).reshape(idx.size, length)
             return self._check_values(block, idx)
         s = 0
@@ -322,13 +316,17 @@ class ImzMLReader:
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(start, block)``: consecutive blocks of a continuous file, new arrays (of
         ``dtype`` if given). With ``prefetch`` the next block is read, checked and cast in a
-        background thread while the caller works on the current one (three blocks at most)."""
+        background thread while the caller works on the current one (three blocks at most).
+        Blocks are read into a few reused buffers (:class:`BufferPool`): a buffer is filled again
+        only once no array of it is alive, so keeping a block keeps its data."""
         if block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {block_size}")
         self.mz_axis()  # opens the file here, not in the reading thread
-        as_dt = np.dtype(dtype or self.intensity_dtype)
-        starts = range(0, self.n_spectra, block_size)
-        blocks = ((s, self.read_block(s, s + block_size).astype(as_dt, copy=False)) for s in starts)
+        as_dt, pool = np.dtype(dtype or self.intensity_dtype), BufferPool()
+        blocks = (
+            (s, self.read_block(s, s + block_size, pool=pool).astype(as_dt, copy=False))
+            for s in range(0, self.n_spectra, block_size)
+        )
         return _prefetch(blocks) if prefetch else blocks
 
     def spectrum(self, i: int) -> tuple[np.ndarray, np.ndarray]:
