@@ -68,8 +68,10 @@ def _step_ops(net: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: int) ->
     # Aliases that move no data and compute nothing are not compared: ``detach`` (the converted
     # LeakyReLU saves its output instead of its input, less memory, and autograd detaches a
     # saved output) and the unit dim that 1-D pooling inserts (stock saves the 4-D tensors, the
-    # converted pool re-inserts it in backward)
-    for alias in ("aten.detach", "aten.unsqueeze", "aten.squeeze"):
+    # converted pool re-inserts it in backward), and the transposes and views of matrix products
+    # (stock's addmm transposes the weight in forward and backward and keeps the bias gradient's
+    # dim; the converted linear forms its products on the tensors as they are)
+    for alias in ("aten.detach", "aten.unsqueeze", "aten.squeeze", "aten.t", "aten.view"):
         counts.pop(alias, None)
     return counts
 

@@ -14,22 +14,34 @@ from torch import nn
 Tensor = torch.Tensor
 
 
-def will_engine_execute(node: object) -> bool:
+def will_engine_execute(node: object, *, unknown: bool = True) -> bool:
     """Whether the running backward pass will use the gradient flowing into ``node``.
 
     Uses ``torch._C._will_engine_execute_node``. That call raises when it is asked outside a
     backward that knows its graph, and for a leaf's node that ``torch.autograd.grad`` captures
     (a leaf among its ``inputs``: needed), and it may be missing in other PyTorch releases. The
-    fallback is ``True``: the gradient is then computed even if nobody uses it, which costs time
-    but is never wrong. A leaf that ``autograd.grad`` does not capture reads ``False``, so
-    parameters can be passed to an autograd.Function as they are (no view needed).
+    fallback is ``unknown`` (default ``True``: the gradient is then computed even if nobody uses
+    it, which costs time but is never wrong). A leaf that ``autograd.grad`` does not capture
+    reads ``False``, so parameters can be passed to an autograd.Function as they are (no view
+    needed).
     """
     if node is None:
         return False
     try:
         return bool(torch._C._will_engine_execute_node(node))
     except (RuntimeError, AttributeError):
-        return True
+        return unknown
+
+
+def graph_task_id() -> int | None:
+    """An id of the running backward pass (``None`` outside one, or where it cannot be told).
+
+    Uses ``torch._C._current_graph_task_id`` (-1 outside a backward)."""
+    try:
+        task = int(torch._C._current_graph_task_id())
+    except (RuntimeError, AttributeError):
+        return None
+    return task if task >= 0 else None
 
 
 def functorch_active() -> bool:

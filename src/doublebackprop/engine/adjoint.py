@@ -46,6 +46,7 @@ from doublebackprop.engine.converted import (
     leave_forward,
 )
 from doublebackprop.engine.converted_bn import AdjointBatchNorm1d, AdjointBatchNorm2d
+from doublebackprop.engine.converted_linear import AdjointLinear
 from doublebackprop.engine.converted_pool import (
     AdjointAdaptiveAvgPool1d,
     AdjointAdaptiveAvgPool2d,
@@ -66,6 +67,7 @@ ModuleT = TypeVar("ModuleT", bound=nn.Module)
 _RULES: dict[type, type] = {
     nn.Conv1d: AdjointConv1d,
     nn.Conv2d: AdjointConv2d,
+    nn.Linear: AdjointLinear,
     nn.ReLU: AdjointReLU,
     nn.LeakyReLU: AdjointLeakyReLU,
     nn.MaxPool1d: AdjointMaxPool1d,
@@ -169,7 +171,7 @@ def adjoint(model: ModuleT) -> ModuleT:
     Parameters
     ----------
     model : torch.nn.Module
-        Any model. Supported modules (Conv1d/2d with zero padding, ReLU, LeakyReLU, max/avg/
+        Any model. Supported modules (Conv1d/2d with zero padding, Linear, ReLU, LeakyReLU, max/avg/
         adaptive-avg pooling, BatchNorm1d/2d) change their class to a subclass of their own
         type (``isinstance`` and ``state_dict`` keys are unchanged); everything else is kept,
         with one warning naming every module left on stock autograd and why.
