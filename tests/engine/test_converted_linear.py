@@ -194,3 +194,29 @@ def test_weight_gradient_is_one_product_without_an_add(n):
     # one product over the stacked rows, or one product and one accumulated into it
     assert counts["converted"]["aten.mm"] == 3
     assert counts["converted"]["aten.addmm_"] == (0 if n == 3 else 3)
+
+
+def test_a_layer_called_twice_and_a_checkpointed_block():
+    """One Linear applied twice (two forward nodes of one weight, each with its own hand-over)
+    and a block under non-reentrant activation checkpointing (its saved tensors recomputed)."""
+    from torch.utils.checkpoint import checkpoint
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.shared, self.head = nn.Linear(8, 8), nn.Linear(8, 3)
+            self.block = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.shared(torch.relu(self.shared(x))))
+            return self.head(checkpoint(self.block, h, use_reentrant=False))
+
+    torch.manual_seed(0)
+    model = Net().to(DT)
+    fast = dbp.adjoint(copy.deepcopy(model))
+    x, y = _data(4, d_in=8, classes=3)
+    for net in (model, fast):
+        net.zero_grad()
+        pen = dbp.RelevancePenalty(l1=0.01, l2=0.02)
+        dbp.objective(net, x, y, penalty=pen, engine="autograd").total.backward()
+    _close(_grads(fast), _grads(model))
